@@ -1,0 +1,162 @@
+package events
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Subscriber receives deliveries. Send must not block: it queues the frame
+// and returns. A Subscriber that cannot queue must drop its connection, not
+// wait.
+type Subscriber interface {
+	Send(d *Delivery)
+}
+
+const shardCount = 64
+
+// Hub is the subscription index and the fan-out. Subscriptions are kept per
+// Key in sharded maps; each key caches its subscriber list so that a publish
+// to a busy key copies nothing. Publishing is serialised, so every subscriber
+// sees events in the order the hub accepted them, but no lock is held while
+// a subscriber writes to its socket: Send only queues.
+type Hub struct {
+	seed   maphash.Seed
+	shards [shardCount]shard
+	pubMu  sync.Mutex
+	count  atomic.Int64
+	now    func() time.Time
+}
+
+type shard struct {
+	mu     sync.RWMutex
+	topics map[Key]*topic
+}
+
+type topic struct {
+	subs map[Subscriber]struct{}
+	// list is subs as a slice, rebuilt on the first publish after a change;
+	// nil when stale. A built list is never modified, so a publisher may range
+	// over it without a lock.
+	list []Subscriber
+}
+
+// NewHub returns an empty Hub.
+func NewHub() *Hub {
+	h := &Hub{seed: maphash.MakeSeed(), now: time.Now}
+	for i := range h.shards {
+		h.shards[i].topics = make(map[Key]*topic)
+	}
+	return h
+}
+
+func (h *Hub) shard(k Key) *shard {
+	return &h.shards[maphash.String(h.seed, k.ID)%shardCount]
+}
+
+// Subscribe adds s to k. It reports false when s already held k.
+func (h *Hub) Subscribe(k Key, s Subscriber) bool {
+	sh := h.shard(k)
+	sh.mu.Lock()
+	t := sh.topics[k]
+	if t == nil {
+		t = &topic{subs: make(map[Subscriber]struct{}, 1)}
+		sh.topics[k] = t
+	}
+	_, held := t.subs[s]
+	if !held {
+		t.subs[s] = struct{}{}
+		t.list = nil
+	}
+	sh.mu.Unlock()
+	if !held {
+		h.count.Add(1)
+	}
+	return !held
+}
+
+// Unsubscribe removes s from k. It reports false when s did not hold k.
+func (h *Hub) Unsubscribe(k Key, s Subscriber) bool {
+	sh := h.shard(k)
+	sh.mu.Lock()
+	t := sh.topics[k]
+	held := false
+	if t != nil {
+		if _, held = t.subs[s]; held {
+			delete(t.subs, s)
+			t.list = nil
+			if len(t.subs) == 0 {
+				delete(sh.topics, k)
+			}
+		}
+	}
+	sh.mu.Unlock()
+	if held {
+		h.count.Add(-1)
+	}
+	return held
+}
+
+// Subscriptions returns the number of (key, subscriber) pairs held.
+func (h *Hub) Subscriptions() int64 { return h.count.Load() }
+
+// subscribers returns the current subscribers of k; the slice must not be
+// modified.
+func (h *Hub) subscribers(k Key) []Subscriber {
+	sh := h.shard(k)
+	sh.mu.RLock()
+	t := sh.topics[k]
+	if t == nil {
+		sh.mu.RUnlock()
+		return nil
+	}
+	list := t.list
+	sh.mu.RUnlock()
+	if list != nil {
+		return list
+	}
+	sh.mu.Lock()
+	if t = sh.topics[k]; t != nil {
+		if t.list == nil {
+			t.list = make([]Subscriber, 0, len(t.subs))
+			for s := range t.subs {
+				t.list = append(t.list, s)
+			}
+		}
+		list = t.list
+	}
+	sh.mu.Unlock()
+	return list
+}
+
+// Publish encodes each event once and hands it to every subscriber of its
+// key, in order. When tr is not nil it counts the pairs handed out and is
+// sealed at the end. Publish returns the number of pairs handed out.
+func (h *Hub) Publish(evs []Event, tr *Tracker) int {
+	ds := make([]Delivery, len(evs))
+	for i := range evs {
+		ds[i].Frame = evs[i].AppendFrame(nil)
+		ds[i].Tracker = tr
+	}
+	n := 0
+	h.pubMu.Lock()
+	now := h.now()
+	for i := range evs {
+		d := &ds[i]
+		d.Accepted = now
+		subs := h.subscribers(evs[i].Key())
+		if tr != nil {
+			tr.add(len(subs))
+		}
+		for _, s := range subs {
+			s.Send(d)
+		}
+		n += len(subs)
+	}
+	h.pubMu.Unlock()
+	if tr != nil {
+		tr.seal()
+	}
+	return n
+}

@@ -1,0 +1,240 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// ErrInvalidRequest is wrapped by every parse error; the server answers it
+// with code 5.
+var ErrInvalidRequest = errors.New("invalid request")
+
+// Action is what a request asks for.
+type Action uint8
+
+// The actions of the contract.
+const (
+	Attach Action = iota + 1
+	Detach
+)
+
+// Request is a parsed /ws request. For notification Key.ID is empty: the
+// subscription is always for the connection's own user.
+type Request struct {
+	Token  string
+	Action Action
+	Key    Key
+}
+
+type wireRequest struct {
+	Auth   string `json:"auth"`
+	Action string `json:"action"`
+	Event  *struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+	} `json:"event"`
+}
+
+// ParseRequest parses one client frame. It checks only the shape (code 5);
+// the token is returned unverified and may be empty.
+func ParseRequest(frame []byte) (Request, error) {
+	var w wireRequest
+	if err := json.Unmarshal(frame, &w); err != nil {
+		return Request{}, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	var r Request
+	switch w.Action {
+	case "attach":
+		r.Action = Attach
+	case "detach":
+		r.Action = Detach
+	default:
+		return Request{}, fmt.Errorf("%w: unknown action", ErrInvalidRequest)
+	}
+	if w.Event == nil {
+		return Request{}, fmt.Errorf("%w: no event", ErrInvalidRequest)
+	}
+	t, ok := ParseType(w.Event.Type)
+	if !ok {
+		return Request{}, fmt.Errorf("%w: unknown event type", ErrInvalidRequest)
+	}
+	r.Key.Type = t
+	if t.PerUser() {
+		// An id is allowed but ignored; when given it must still be an ObjectId.
+		if w.Event.ID != "" {
+			if _, ok := NormalizeID(w.Event.ID); !ok {
+				return Request{}, fmt.Errorf("%w: event.id is not an ObjectId", ErrInvalidRequest)
+			}
+		}
+	} else {
+		id, ok := NormalizeID(w.Event.ID)
+		if !ok {
+			return Request{}, fmt.Errorf("%w: event.id is not an ObjectId", ErrInvalidRequest)
+		}
+		r.Key.ID = id
+	}
+	r.Token = w.Auth
+	return r, nil
+}
+
+// Event is one published event.
+type Event struct {
+	Type Type
+	// ID is the object's ObjectId (lower case); for notification, the
+	// notification's own id as given by the publisher, possibly empty.
+	ID string
+	// User is the recipient of a notification (lower case); empty otherwise.
+	User string
+	// Data is a JSON array; nil stands for [].
+	Data json.RawMessage
+}
+
+// Key returns the subscription key that receives e.
+func (e *Event) Key() Key {
+	if e.Type.PerUser() {
+		return Key{Type: e.Type, ID: e.User}
+	}
+	return Key{Type: e.Type, ID: e.ID}
+}
+
+// AppendFrame appends the server message {"type","id","data"} for e.
+func (e *Event) AppendFrame(b []byte) []byte {
+	b = append(b, `{"type":"`...)
+	b = append(b, e.Type.String()...)
+	b = append(b, `","id":`...)
+	b = appendString(b, e.ID)
+	b = append(b, `,"data":`...)
+	if e.Data == nil {
+		b = append(b, "[]"...)
+	} else {
+		b = append(b, e.Data...)
+	}
+	return append(b, '}')
+}
+
+type wireEvent struct {
+	Type string          `json:"type"`
+	ID   *string         `json:"id"`
+	User *string         `json:"user"`
+	Data json.RawMessage `json:"data"`
+}
+
+// ParsePublish parses a POST /api/events body: one event object or an array
+// of at most maxEvents events. Any malformed event fails the whole body.
+func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, fmt.Errorf("%w: empty body", ErrInvalidRequest)
+	}
+	var raws []json.RawMessage
+	if body[0] == '[' {
+		if err := json.Unmarshal(body, &raws); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		}
+		if len(raws) == 0 {
+			return nil, fmt.Errorf("%w: no events", ErrInvalidRequest)
+		}
+		if len(raws) > maxEvents {
+			return nil, fmt.Errorf("%w: more than %d events", ErrInvalidRequest, maxEvents)
+		}
+	} else {
+		raws = []json.RawMessage{body}
+	}
+	evs := make([]Event, len(raws))
+	for i, raw := range raws {
+		if err := parseEvent(raw, &evs[i]); err != nil {
+			if len(raws) > 1 {
+				return nil, fmt.Errorf("event %d: %w", i, err)
+			}
+			return nil, err
+		}
+	}
+	return evs, nil
+}
+
+func parseEvent(raw []byte, e *Event) error {
+	var w wireEvent
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&w); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: data after the event", ErrInvalidRequest)
+	}
+	if bytes.TrimSpace(raw)[0] != '{' {
+		return fmt.Errorf("%w: an event is a JSON object", ErrInvalidRequest)
+	}
+	t, ok := ParseType(w.Type)
+	if !ok {
+		return fmt.Errorf("%w: unknown event type", ErrInvalidRequest)
+	}
+	e.Type = t
+	if t.PerUser() {
+		if w.User == nil {
+			return fmt.Errorf("%w: notification needs user", ErrInvalidRequest)
+		}
+		if e.User, ok = NormalizeID(*w.User); !ok {
+			return fmt.Errorf("%w: user is not an ObjectId", ErrInvalidRequest)
+		}
+		if w.ID != nil {
+			if !utf8.ValidString(*w.ID) {
+				return fmt.Errorf("%w: id is not UTF-8", ErrInvalidRequest)
+			}
+			e.ID = *w.ID
+		}
+	} else {
+		if w.User != nil {
+			return fmt.Errorf("%w: user is only allowed for notification", ErrInvalidRequest)
+		}
+		if w.ID == nil {
+			return fmt.Errorf("%w: id is required", ErrInvalidRequest)
+		}
+		if e.ID, ok = NormalizeID(*w.ID); !ok {
+			return fmt.Errorf("%w: id is not an ObjectId", ErrInvalidRequest)
+		}
+	}
+	if w.Data != nil {
+		if w.Data[0] != '[' {
+			return fmt.Errorf("%w: data must be an array", ErrInvalidRequest)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, w.Data); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		}
+		e.Data = compact.Bytes()
+	}
+	return nil
+}
+
+// appendString appends s as a JSON string. s must be valid UTF-8.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

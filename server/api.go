@@ -1,0 +1,215 @@
+package server
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/airlay/airlay/events"
+)
+
+// writeAnswer writes the contract's answer {"status","message","code"}.
+func writeAnswer(w http.ResponseWriter, status int, message string, code events.Code) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(events.AppendAnswer(nil, status, message, code), '\n'))
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// cors answers browser calls to /api/*: an allowed Origin gets CORS headers
+// and its preflight answered; another Origin gets 403. A request without
+// Origin (not from a browser) passes.
+func (s *Server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !s.cfg.OriginAllowed(origin) {
+			writeAnswer(w, http.StatusForbidden, "Origin not allowed", events.InvalidRequest)
+			return
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, POST")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkBearer answers 401 unless the request carries the publish token.
+func (s *Server) checkBearer(w http.ResponseWriter, r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || strings.TrimSpace(token) == "" {
+		writeAnswer(w, http.StatusUnauthorized, events.TokenNotSet.Message(), events.TokenNotSet)
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(s.cfg.PublishToken)) != 1 {
+		writeAnswer(w, http.StatusUnauthorized, events.InvalidToken.Message(), events.InvalidToken)
+		return false
+	}
+	return true
+}
+
+// readBody reads at most limit bytes; past it the answer is 413.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeAnswer(w, http.StatusRequestEntityTooLarge, "Request too large", events.InvalidRequest)
+		} else {
+			writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+type publishAnswer struct {
+	Status    int    `json:"status"`
+	Message   string `json:"message"`
+	Code      int    `json:"code"`
+	Delivered int64  `json:"delivered"`
+	Pending   int64  `json:"pending"`
+}
+
+// handlePublish is POST /api/events.
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() { s.metrics.publishRequests.WithLabelValues(strconv.Itoa(sw.status)).Inc() }()
+	w = sw
+	if s.cfg.PublishToken == "" {
+		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeAnswer(w, http.StatusMethodNotAllowed, "Method not allowed", events.InvalidRequest)
+		return
+	}
+	if !s.checkBearer(w, r) {
+		return
+	}
+	var wait time.Duration
+	waitSet := r.URL.Query().Has("wait")
+	if waitSet {
+		secs, err := strconv.ParseFloat(r.URL.Query().Get("wait"), 64)
+		if err != nil || math.IsNaN(secs) || secs < 0 || secs > 60 {
+			writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+			return
+		}
+		wait = time.Duration(secs * float64(time.Second))
+	}
+	body, ok := readBody(w, r, s.cfg.MaxPublishBytes)
+	if !ok {
+		return
+	}
+	evs, err := events.ParsePublish(body, s.cfg.MaxPublishEvents)
+	if err != nil {
+		s.log.Debug("publish refused", "err", err)
+		writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+		return
+	}
+	var tr *events.Tracker
+	if waitSet {
+		tr = events.NewTracker()
+	}
+	if err := s.broker.Publish(r.Context(), evs, tr); err != nil {
+		s.log.Error("publish failed", "err", err, "events", len(evs))
+		writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
+		return
+	}
+	for i := range evs {
+		s.metrics.published.WithLabelValues(evs[i].Type.String()).Inc()
+	}
+	if !waitSet {
+		writeAnswer(w, http.StatusOK, events.OK.Message(), events.OK)
+		return
+	}
+	timer := time.NewTimer(wait)
+	select {
+	case <-tr.Done():
+	case <-timer.C:
+	case <-r.Context().Done():
+	}
+	timer.Stop()
+	delivered, pending := tr.Counts()
+	writeJSON(w, publishAnswer{Status: http.StatusOK, Message: events.OK.Message(), Delivered: delivered, Pending: pending})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+type configAnswer struct {
+	Version        string   `json:"version"`
+	WebSocket      string   `json:"websocket"`
+	PublishEnabled bool     `json:"publish_enabled"`
+	FilesEnabled   bool     `json:"files_enabled"`
+	EventTypes     []string `json:"event_types"`
+	Limits         struct {
+		MaxSubscriptions int   `json:"max_subscriptions"`
+		MaxMessageBytes  int64 `json:"max_message_bytes"`
+	} `json:"limits"`
+}
+
+// handleConfig is GET /api/config: discovery, no secrets.
+func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
+	a := configAnswer{Version: Version, WebSocket: "/ws", PublishEnabled: s.cfg.PublishToken != ""}
+	for _, t := range events.Types {
+		a.EventTypes = append(a.EventTypes, t.String())
+	}
+	a.Limits.MaxSubscriptions = s.cfg.MaxSubscriptions
+	a.Limits.MaxMessageBytes = s.cfg.MaxMessageBytes
+	writeJSON(w, a)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeAnswer(w, http.StatusOK, events.OK.Message(), events.OK)
+}
+
+// handleReady answers 200 while the server takes traffic; 503 once it shuts
+// down. Without MongoDB there is no other dependency.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.closing.Load() {
+		writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
+		return
+	}
+	writeAnswer(w, http.StatusOK, events.OK.Message(), events.OK)
+}

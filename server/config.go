@@ -1,0 +1,388 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/ini.v1"
+)
+
+// Section names in config.ini.
+const (
+	SectionServer = "webSocketEvents"
+	SectionMongo  = "mongodb"
+)
+
+// Config holds every setting of the server. LoadConfig fills it from
+// config.ini; Defaults gives the value of every key that is not set. A zero
+// field never means "unlimited": every limit has a default.
+type Config struct {
+	// File is the config file the settings came from (for messages).
+	File string
+
+	Address string // address: listen address; default 0.0.0.0
+	Port    int    // port: listen port; default 8081
+
+	JWTPublicKey string // jwt_public_key: PEM file, relative to the config file; required
+	JWTIssuer    string // jwt_issuer: when set, tokens must carry this "iss"
+	PublishToken string // publish_token: bearer for POST /api/events; empty disables it
+
+	// AllowedOrigins: allowed_origins, comma-separated; "*" allows any.
+	// Default "*".
+	AllowedOrigins []string
+
+	MaxSubscriptions int   // max_subscriptions: per connection (code 6); default 100
+	MaxMessageBytes  int64 // max_message_bytes: largest client frame (1009); default 4096
+	MaxPublishBytes  int64 // max_publish_bytes: largest POST /api/events body (413); default 1MiB
+	MaxPublishEvents int   // max_publish_events: events per publish (400); default 1000
+
+	FilesDir     string        // files_dir: temporary download files; default under the temp dir
+	FileTTL      time.Duration // file_ttl: lifetime of a download link; default 5m
+	MaxFileBytes int64         // max_file_bytes: largest POST /api/files body; default 100MiB
+
+	// SendQueue: send_queue, frames queued per connection before it counts
+	// as a slow consumer and is closed with 4008; default 64.
+	SendQueue int
+	// WriteTimeout: write_timeout, longest time one frame may take to write;
+	// default 10s.
+	WriteTimeout time.Duration
+	// PingInterval: ping_interval, time between pings; default 25s, below
+	// the 60 s idle timeout of common proxies.
+	PingInterval time.Duration
+	// PongTimeout: pong_timeout, a connection with no pong (or other frame)
+	// for this long is dropped; default 60s, must exceed ping_interval.
+	PongTimeout time.Duration
+	// MaxConnections: max_connections, open WebSocket connections; past it
+	// /ws answers 503. Default 10000.
+	MaxConnections int
+	// TokenLeeway: token_leeway, clock skew allowed on exp, nbf and iat;
+	// default 5s.
+	TokenLeeway time.Duration
+	// TokenCacheSize: token_cache_size, verified tokens kept so that a
+	// repeated token costs no RSA check; default 10000, 0 disables.
+	TokenCacheSize int
+	// ShutdownTimeout: shutdown_timeout, the longest a graceful shutdown
+	// waits for publishes and closes; default 10s.
+	ShutdownTimeout time.Duration
+	// LogFormat: log_format, "text" or "json"; default text.
+	LogFormat string
+	// LogLevel: log_level, debug, info, warn or error; default info.
+	LogLevel slog.Level
+
+	MongoURI      string // [mongodb] uri: empty runs without MongoDB
+	MongoDatabase string // [mongodb] database; default airlay
+}
+
+// Defaults returns a Config with the default of every setting.
+func Defaults() Config {
+	return Config{
+		Address:          "0.0.0.0",
+		Port:             8081,
+		AllowedOrigins:   []string{"*"},
+		MaxSubscriptions: 100,
+		MaxMessageBytes:  4096,
+		MaxPublishBytes:  1 << 20,
+		MaxPublishEvents: 1000,
+		FileTTL:          5 * time.Minute,
+		MaxFileBytes:     100 << 20,
+		SendQueue:        64,
+		WriteTimeout:     10 * time.Second,
+		PingInterval:     25 * time.Second,
+		PongTimeout:      60 * time.Second,
+		MaxConnections:   10000,
+		TokenLeeway:      5 * time.Second,
+		TokenCacheSize:   10000,
+		ShutdownTimeout:  10 * time.Second,
+		LogFormat:        "text",
+		LogLevel:         slog.LevelInfo,
+		MongoDatabase:    "airlay",
+	}
+}
+
+// ConfigError is a bad setting: it names the file, the section and the key.
+type ConfigError struct {
+	File, Section, Key string
+	Err                error
+}
+
+func (e *ConfigError) Error() string {
+	if e.Key == "" {
+		return fmt.Sprintf("%s: %v", e.File, e.Err)
+	}
+	return fmt.Sprintf("%s: [%s] %s: %v", e.File, e.Section, e.Key, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// LoadConfig reads path. Only [webSocketEvents] and [mongodb] are read; other
+// sections belong to other parts of airlay. An unknown key in those two
+// sections is an error (it is most likely a typo).
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			err = errors.New("no such file")
+		} else {
+			err = errors.Unwrap(err)
+		}
+		return nil, &ConfigError{File: path, Err: err}
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig parses the contents of a config file; path names it in errors
+// and anchors relative paths.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	f, err := ini.LoadSources(ini.LoadOptions{SpaceBeforeInlineComment: true}, data)
+	if err != nil {
+		return nil, &ConfigError{File: path, Err: err}
+	}
+	c := Defaults()
+	c.File = path
+	p := parser{file: path, dir: filepath.Dir(path)}
+
+	p.section(f, SectionServer, map[string]func(string) error{
+		"address":            p.str(&c.Address),
+		"port":               p.port(&c.Port),
+		"jwt_public_key":     p.path(&c.JWTPublicKey),
+		"jwt_issuer":         p.str(&c.JWTIssuer),
+		"publish_token":      p.str(&c.PublishToken),
+		"allowed_origins":    p.origins(&c.AllowedOrigins),
+		"max_subscriptions":  p.count(&c.MaxSubscriptions, 1),
+		"max_message_bytes":  p.size(&c.MaxMessageBytes, 256),
+		"max_publish_bytes":  p.size(&c.MaxPublishBytes, 64),
+		"max_publish_events": p.count(&c.MaxPublishEvents, 1),
+		"files_dir":          p.path(&c.FilesDir),
+		"file_ttl":           p.duration(&c.FileTTL, time.Second),
+		"max_file_bytes":     p.size(&c.MaxFileBytes, 1),
+		"send_queue":         p.count(&c.SendQueue, 1),
+		"write_timeout":      p.duration(&c.WriteTimeout, 10*time.Millisecond),
+		"ping_interval":      p.duration(&c.PingInterval, 10*time.Millisecond),
+		"pong_timeout":       p.duration(&c.PongTimeout, 10*time.Millisecond),
+		"max_connections":    p.count(&c.MaxConnections, 1),
+		"token_leeway":       p.duration(&c.TokenLeeway, 0),
+		"token_cache_size":   p.count(&c.TokenCacheSize, 0),
+		"shutdown_timeout":   p.duration(&c.ShutdownTimeout, 10*time.Millisecond),
+		"log_format":         p.oneOf(&c.LogFormat, "text", "json"),
+		"log_level":          p.level(&c.LogLevel),
+	})
+	p.section(f, SectionMongo, map[string]func(string) error{
+		"uri":      p.str(&c.MongoURI),
+		"database": p.str(&c.MongoDatabase),
+	})
+	if p.err != nil {
+		return nil, p.err
+	}
+	if c.JWTPublicKey == "" {
+		return nil, &ConfigError{File: path, Section: SectionServer, Key: "jwt_public_key", Err: errors.New("required: the RSA public key (PEM) that verifies access tokens")}
+	}
+	if c.PongTimeout <= c.PingInterval {
+		return nil, &ConfigError{File: path, Section: SectionServer, Key: "pong_timeout", Err: fmt.Errorf("%v must be longer than ping_interval (%v)", c.PongTimeout, c.PingInterval)}
+	}
+	if c.MongoURI != "" && c.MongoDatabase == "" {
+		return nil, &ConfigError{File: path, Section: SectionMongo, Key: "database", Err: errors.New("required when uri is set")}
+	}
+	return &c, nil
+}
+
+// ListenAddr returns address:port.
+func (c *Config) ListenAddr() string {
+	return net.JoinHostPort(c.Address, strconv.Itoa(c.Port))
+}
+
+// AnyOrigin reports whether allowed_origins is "*".
+func (c *Config) AnyOrigin() bool {
+	return len(c.AllowedOrigins) == 1 && c.AllowedOrigins[0] == "*"
+}
+
+// OriginAllowed reports whether a browser origin may use the server. A
+// request without Origin (not from a browser) is allowed.
+func (c *Config) OriginAllowed(origin string) bool {
+	if origin == "" || c.AnyOrigin() {
+		return true
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == origin {
+			return true
+		}
+	}
+	return false
+}
+
+// parser applies key parsers and keeps the first error.
+type parser struct {
+	file, dir string
+	err       error
+}
+
+func (p *parser) section(f *ini.File, name string, keys map[string]func(string) error) {
+	sec, err := f.GetSection(name)
+	if err != nil {
+		return // a missing section leaves every default
+	}
+	for _, k := range sec.Keys() {
+		if p.err != nil {
+			return
+		}
+		set, ok := keys[k.Name()]
+		if !ok {
+			p.err = &ConfigError{File: p.file, Section: name, Key: k.Name(), Err: errors.New("unknown key")}
+			return
+		}
+		v := strings.TrimSpace(k.Value())
+		if strings.HasPrefix(v, ";") || strings.HasPrefix(v, "#") {
+			v = "" // "key =   ; comment": ini keeps the comment when no space precedes it
+		}
+		if err := set(v); err != nil {
+			p.err = &ConfigError{File: p.file, Section: name, Key: k.Name(), Err: err}
+		}
+	}
+}
+
+func (p *parser) str(dst *string) func(string) error {
+	return func(v string) error { *dst = v; return nil }
+}
+
+func (p *parser) path(dst *string) func(string) error {
+	return func(v string) error {
+		if v != "" && !filepath.IsAbs(v) {
+			v = filepath.Join(p.dir, v)
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func (p *parser) port(dst *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("%q is not a port (0-65535)", v)
+		}
+		*dst = n
+		return nil
+	}
+}
+
+func (p *parser) count(dst *int, min int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < min {
+			return fmt.Errorf("%q is not a whole number >= %d", v, min)
+		}
+		*dst = n
+		return nil
+	}
+}
+
+func (p *parser) size(dst *int64, min int64) func(string) error {
+	return func(v string) error {
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if n < min {
+			return fmt.Errorf("%q is below the minimum of %d bytes", v, min)
+		}
+		*dst = n
+		return nil
+	}
+}
+
+func (p *parser) duration(dst *time.Duration, min time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (such as 90s or 5m)", v)
+		}
+		if d < min {
+			return fmt.Errorf("%q is below the minimum of %v", v, min)
+		}
+		*dst = d
+		return nil
+	}
+}
+
+func (p *parser) oneOf(dst *string, allowed ...string) func(string) error {
+	return func(v string) error {
+		for _, a := range allowed {
+			if v == a {
+				*dst = v
+				return nil
+			}
+		}
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+}
+
+func (p *parser) level(dst *slog.Level) func(string) error {
+	return func(v string) error {
+		if err := dst.UnmarshalText([]byte(v)); err != nil {
+			return fmt.Errorf("%q is not one of debug, info, warn, error", v)
+		}
+		return nil
+	}
+}
+
+func (p *parser) origins(dst *[]string) func(string) error {
+	return func(v string) error {
+		var out []string
+		for _, o := range strings.Split(v, ",") {
+			o = strings.TrimSpace(o)
+			if o == "" {
+				continue
+			}
+			if o == "*" {
+				out = append(out, o)
+				continue
+			}
+			u, err := url.Parse(o)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+				return fmt.Errorf("%q is not an origin (scheme://host[:port]) or *", o)
+			}
+			out = append(out, u.Scheme+"://"+u.Host)
+		}
+		if len(out) == 0 {
+			return errors.New("empty: list origins or use *")
+		}
+		if len(out) > 1 {
+			for _, o := range out {
+				if o == "*" {
+					return errors.New("* cannot be combined with other origins")
+				}
+			}
+		}
+		*dst = out
+		return nil
+	}
+}
+
+// ParseSize parses a size: a number of bytes or a number with KiB, MiB or
+// GiB (KB, MB, GB are taken as the same binary units).
+func ParseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB, GiB)", v)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/airlay/airlay/events"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus series. No label carries a user or an
+// object id.
+type metrics struct {
+	reg *prometheus.Registry
+
+	connections      prometheus.Gauge
+	connectionsTotal prometheus.Counter
+	closes           *prometheus.CounterVec
+	subscriptions    prometheus.GaugeFunc
+	requests         []prometheus.Counter // by code
+	published        *prometheus.CounterVec
+	delivered        prometheus.Counter
+	slowConsumers    prometheus.Counter
+	latency          prometheus.Histogram
+	publishRequests  *prometheus.CounterVec
+}
+
+func newMetrics(hub *events.Hub) *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &metrics{reg: reg}
+	m.connections = prometheus.NewGauge(prometheus.GaugeOpts{Name: "airlay_connections", Help: "Open WebSocket connections."})
+	m.connectionsTotal = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_connections_opened_total", Help: "WebSocket connections accepted."})
+	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_connections_closed_total", Help: "WebSocket connections closed, by reason."}, []string{"reason"})
+	m.subscriptions = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "airlay_subscriptions", Help: "Subscriptions held by all connections."}, func() float64 { return float64(hub.Subscriptions()) })
+	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_requests_total", Help: "WebSocket requests answered, by code."}, []string{"code"})
+	for c := events.OK; c <= events.Unavailable; c++ {
+		m.requests = append(m.requests, reqs.WithLabelValues(strconv.Itoa(int(c))))
+	}
+	m.published = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_events_published_total", Help: "Events accepted for delivery, by type."}, []string{"type"})
+	for _, t := range events.Types {
+		m.published.WithLabelValues(t.String())
+	}
+	m.delivered = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_events_delivered_total", Help: "(connection, event) pairs written to sockets."})
+	m.slowConsumers = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_slow_consumer_disconnects_total", Help: "Connections closed because their send queue was full."})
+	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "airlay_delivery_latency_seconds",
+		Help:    "Time from accepting an event to writing it to one connection.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
+	m.publishRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_publish_requests_total", Help: "POST /api/events requests, by HTTP status."}, []string{"status"})
+	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.closes, m.subscriptions, reqs, m.published, m.delivered, m.slowConsumers, m.latency, m.publishRequests} {
+		f(c)
+	}
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}

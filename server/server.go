@@ -1,0 +1,183 @@
+// Package server is the airlay event server: the WebSocket endpoint for
+// frontends, the publish API for backends, discovery, health and metrics, on
+// one listener.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/events"
+	"github.com/olahol/melody"
+)
+
+// Version is reported by /api/config and `airlay-cli version`; release
+// builds set it with -ldflags "-X github.com/airlay/airlay/server.Version=...".
+var Version = "0.1.0-dev"
+
+// Options are the parts of a Server that are not settings.
+type Options struct {
+	Logger *slog.Logger // nil: slog.Default()
+	Store  auth.Store   // nil: auth.Open (no MongoDB: every user and dataset exists)
+	Broker events.Broker
+	// Broker nil: an in-memory broker feeding this server's hub.
+}
+
+// Server is one event server instance.
+type Server struct {
+	cfg      *Config
+	log      *slog.Logger
+	verifier *auth.Verifier
+	store    auth.Store
+	hub      *events.Hub
+	broker   events.Broker
+	mel      *melody.Melody
+	metrics  *metrics
+	http     *http.Server
+
+	closing   atomic.Bool
+	connSeq   atomic.Uint64
+	connCount atomic.Int64 // accepted /ws requests, for max_connections
+
+	connsMu      sync.Mutex
+	conns        map[*conn]struct{}
+	connsDrained *sync.Cond
+}
+
+// New builds a server from cfg. It loads the JWT public key; a bad key is a
+// *ConfigError naming jwt_public_key.
+func New(cfg *Config, opts Options) (*Server, error) {
+	key, err := auth.LoadPublicKey(cfg.JWTPublicKey)
+	if err != nil {
+		return nil, &ConfigError{File: cfg.File, Section: SectionServer, Key: "jwt_public_key", Err: err}
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   opts.Logger,
+		store: opts.Store,
+		hub:   events.NewHub(),
+		conns: make(map[*conn]struct{}),
+	}
+	s.connsDrained = sync.NewCond(&s.connsMu)
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.store == nil {
+		s.store = auth.Open{}
+	}
+	s.broker = opts.Broker
+	if s.broker == nil {
+		s.broker = events.MemoryBroker{Hub: s.hub}
+	}
+	cacheSize := cfg.TokenCacheSize
+	if cacheSize == 0 {
+		cacheSize = -1 // auth: negative disables
+	}
+	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
+	s.metrics = newMetrics(s.hub)
+	s.mel = s.newMelody()
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Hub returns the server's subscription index and fan-out (the MongoDB
+// source feeds it).
+func (s *Server) Hub() *events.Hub { return s.hub }
+
+// Handler returns every endpoint of the server.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", s.handleWS)
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", s.metrics.handler())
+	api := http.NewServeMux()
+	api.HandleFunc("/api/events", s.handlePublish)
+	api.HandleFunc("GET /api/config", s.handleConfig)
+	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
+	})
+	mux.Handle("/api/", s.cors(api))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
+	})
+	return mux
+}
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	mode := "without MongoDB: events come only from POST /api/events, users and datasets are not checked"
+	if s.cfg.MongoURI != "" {
+		mode = "with MongoDB"
+	}
+	s.log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "version", Version)
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ListenAndServe listens on the configured address and serves.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.cfg.ListenAddr())
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
+
+// Shutdown stops accepting, lets in-flight publishes finish, then closes
+// every connection with 1001 and waits for them to go, all within ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.log.Info("shutting down")
+	err := s.http.Shutdown(ctx) // closes the listener, waits for HTTP handlers
+	s.connsMu.Lock()
+	list := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		list = append(list, c)
+	}
+	s.connsMu.Unlock()
+	for _, c := range list {
+		c.close(1001, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.connsMu.Lock()
+		for len(s.conns) > 0 {
+			s.connsDrained.Wait()
+		}
+		s.connsMu.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.connsMu.Lock()
+		left := len(s.conns)
+		s.connsMu.Unlock()
+		s.log.Warn("shutdown timed out; dropping connections", "left", left)
+		for _, c := range list {
+			_ = c.sess.WebsocketConnection().Close()
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	s.log.Info("shut down", "connections_closed", len(list))
+	return err
+}

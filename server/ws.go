@@ -1,0 +1,221 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/events"
+	"github.com/gorilla/websocket"
+	"github.com/olahol/melody"
+)
+
+const connKey = "c" // the one melody session key: *conn
+
+// storeTimeout bounds one user or dataset check.
+const storeTimeout = 5 * time.Second
+
+func (s *Server) newMelody() *melody.Melody {
+	m := melody.New()
+	m.Config.MaxMessageSize = s.cfg.MaxMessageBytes
+	m.Config.MessageBufferSize = s.cfg.SendQueue
+	m.Config.WriteWait = s.cfg.WriteTimeout
+	m.Config.PingPeriod = s.cfg.PingInterval
+	m.Config.PongWait = s.cfg.PongTimeout
+	m.Upgrader.CheckOrigin = func(r *http.Request) bool { return s.cfg.OriginAllowed(r.Header.Get("Origin")) }
+	m.Upgrader.ReadBufferSize = 1024
+	m.Upgrader.WriteBufferSize = 1024
+	// Idle connections hold no write buffer: one is taken from the pool
+	// for each write.
+	m.Upgrader.WriteBufferPool = &sync.Pool{}
+
+	m.HandleConnect(s.wsConnect)
+	m.HandleDisconnect(s.wsDisconnect)
+	m.HandleMessage(s.wsMessage)
+	m.HandleMessageBinary(func(sess *melody.Session, _ []byte) { s.answer(sess, events.InvalidRequest) })
+	m.HandleSentMessage(func(sess *melody.Session, frame []byte) { connOf(sess).sent(frame) })
+	m.HandleError(s.wsError)
+	return m
+}
+
+func connOf(sess *melody.Session) *conn {
+	// Keys is written only when the session is created, so reading it
+	// without melody's lock is safe.
+	return sess.Keys[connKey].(*conn)
+}
+
+// handleWS upgrades GET /ws.
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if s.closing.Load() {
+		writeAnswer(w, http.StatusServiceUnavailable, "Service unavailable", events.Unavailable)
+		return
+	}
+	if n := s.connCount.Add(1); n > int64(s.cfg.MaxConnections) {
+		s.connCount.Add(-1)
+		s.log.Warn("connection refused: max_connections reached", "remote", r.RemoteAddr)
+		writeAnswer(w, http.StatusServiceUnavailable, "Service unavailable", events.Unavailable)
+		return
+	}
+	defer s.connCount.Add(-1)
+	c := &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{})}
+	if err := s.mel.HandleRequestWithKeys(w, r, map[string]any{connKey: c}); err != nil {
+		// The upgrader has answered (403 for a refused origin, 400 for a
+		// bad handshake).
+		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+func (s *Server) wsConnect(sess *melody.Session) {
+	c := connOf(sess)
+	c.sess = sess
+	s.connsMu.Lock()
+	s.conns[c] = struct{}{}
+	s.connsMu.Unlock()
+	s.metrics.connections.Inc()
+	s.metrics.connectionsTotal.Inc()
+	s.log.Info("connection open", "conn", c)
+	if s.closing.Load() { // upgraded while Shutdown collected the connections
+		c.close(websocket.CloseGoingAway, "server shutting down")
+	}
+}
+
+func (s *Server) wsDisconnect(sess *melody.Session) {
+	c := connOf(sess)
+	subs := c.disconnected()
+	s.connsMu.Lock()
+	delete(s.conns, c)
+	if len(s.conns) == 0 && s.closing.Load() {
+		s.connsDrained.Broadcast()
+	}
+	s.connsMu.Unlock()
+	reason := "closed"
+	if p := c.closeReason.Load(); p != nil {
+		reason = *p
+	}
+	s.metrics.connections.Dec()
+	s.metrics.closes.WithLabelValues(closeLabel(reason)).Inc()
+	s.log.Info("connection closed", "conn", c, "reason", reason, "subscriptions", subs, "duration", time.Since(c.opened).Round(time.Millisecond))
+}
+
+// closeLabel maps a close reason to a bounded metric label.
+func closeLabel(reason string) string {
+	switch reason {
+	case "token expired", "slow consumer", "server shutting down", "message too big", "invalid UTF-8", "client closed":
+		return reason
+	}
+	return "error"
+}
+
+func (s *Server) wsError(sess *melody.Session, err error) {
+	c := connOf(sess)
+	var ce *websocket.CloseError
+	switch {
+	case errors.Is(err, melody.ErrMessageBufferFull):
+		if !c.closing.Load() {
+			s.metrics.slowConsumers.Inc()
+			s.log.Warn("slow consumer: send queue full, closing", "conn", c, "code", CloseSlowConsumer)
+		}
+		c.close(CloseSlowConsumer, "slow consumer")
+	case errors.Is(err, melody.ErrWriteClosed), errors.Is(err, melody.ErrSessionClosed):
+		// a write raced with the close; disconnected settles it
+	case errors.Is(err, websocket.ErrReadLimit):
+		c.setReason("message too big")
+	case errors.As(err, &ce):
+		c.setReason("client closed")
+		s.log.Debug("client close", "conn", c, "code", ce.Code)
+	default:
+		c.setReason(fmt.Sprintf("connection error: %v", err))
+	}
+}
+
+// wsMessage answers one text frame. melody calls it serially per connection,
+// so answers keep the order of requests.
+func (s *Server) wsMessage(sess *melody.Session, frame []byte) {
+	c := connOf(sess)
+	if !utf8.Valid(frame) {
+		c.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
+		return
+	}
+	s.answer(sess, s.handleRequest(c, frame))
+}
+
+func (s *Server) answer(sess *melody.Session, code events.Code) {
+	s.metrics.requests[code].Inc()
+	_ = sess.Write(code.Frame())
+}
+
+// handleRequest runs the checks in the contract's order: shape (5), token
+// (1, 2), user (3), limit (6), access (4). A failed check changes nothing.
+func (s *Server) handleRequest(c *conn, frame []byte) events.Code {
+	req, err := events.ParseRequest(frame)
+	if err != nil {
+		return events.InvalidRequest
+	}
+	claims, err := s.verifier.Verify(req.Token)
+	if err != nil {
+		if errors.Is(err, auth.ErrNoToken) {
+			return events.TokenNotSet
+		}
+		s.log.Debug("invalid token", "conn", c, "err", err)
+		return events.InvalidToken
+	}
+	if owner := c.owner(); owner != "" && owner != claims.UserID {
+		return events.InvalidToken
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	ok, err := s.store.UserExists(ctx, claims.UserID)
+	if err != nil {
+		s.log.Warn("user check failed", "conn", c, "err", err)
+		return events.Unavailable
+	}
+	if !ok {
+		return events.UserNotExists
+	}
+	key := req.Key
+	if key.Type.PerUser() {
+		key.ID = claims.UserID
+	}
+	if req.Action == events.Attach {
+		c.mu.Lock()
+		_, held := c.subs[key]
+		full := len(c.subs) >= s.cfg.MaxSubscriptions
+		c.mu.Unlock()
+		if !held && full {
+			return events.TooManySubscription
+		}
+		if key.Type.NeedsDatasetAccess() {
+			ok, err := s.store.CanSeeDataset(ctx, claims.UserID, key.ID)
+			if err != nil {
+				s.log.Warn("dataset check failed", "conn", c, "err", err)
+				return events.Unavailable
+			}
+			if !ok {
+				return events.NoDatasetAccess
+			}
+		}
+	}
+	if !c.claim(claims) {
+		return events.InvalidToken // another user claimed it meanwhile
+	}
+	c.mu.Lock()
+	_, held := c.subs[key]
+	switch {
+	case req.Action == events.Attach && !held:
+		c.subs[key] = struct{}{}
+		c.mu.Unlock()
+		s.hub.Subscribe(key, c)
+	case req.Action == events.Detach && held:
+		delete(c.subs, key)
+		c.mu.Unlock()
+		s.hub.Unsubscribe(key, c)
+	default:
+		c.mu.Unlock()
+	}
+	return events.OK
+}
