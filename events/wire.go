@@ -129,6 +129,11 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 	if len(body) == 0 {
 		return nil, fmt.Errorf("%w: empty body", ErrInvalidRequest)
 	}
+	if !utf8.Valid(body) {
+		// encoding/json would pass invalid bytes inside strings through to
+		// the frames, and a text frame must be UTF-8.
+		return nil, fmt.Errorf("%w: body is not UTF-8", ErrInvalidRequest)
+	}
 	var raws []json.RawMessage
 	if body[0] == '[' {
 		if err := json.Unmarshal(body, &raws); err != nil {
@@ -162,7 +167,7 @@ func parseEvent(raw []byte, e *Event) error {
 	if err := dec.Decode(&w); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(raw[dec.InputOffset():])) != 0 {
 		return fmt.Errorf("%w: data after the event", ErrInvalidRequest)
 	}
 	if bytes.TrimSpace(raw)[0] != '{' {
@@ -181,9 +186,6 @@ func parseEvent(raw []byte, e *Event) error {
 			return fmt.Errorf("%w: user is not an ObjectId", ErrInvalidRequest)
 		}
 		if w.ID != nil {
-			if !utf8.ValidString(*w.ID) {
-				return fmt.Errorf("%w: id is not UTF-8", ErrInvalidRequest)
-			}
 			e.ID = *w.ID
 		}
 	} else {

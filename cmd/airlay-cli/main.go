@@ -113,7 +113,7 @@ func webSocket(args []string, stdout, stderr io.Writer) error {
 	case cmd == "keygen":
 		return cmdKeygen(args[1:], stdout, stderr)
 	case cmd == "config":
-		if err := noArgs(newFlags("config", "", stdout), args[1:]); err != nil {
+		if err := noArgs(newFlags("config", "", stdout), args[1:], stdout); err != nil {
 			return err
 		}
 		_, err := stdout.Write(airlay.ExampleConfig)
@@ -123,24 +123,27 @@ func webSocket(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// newFlags returns a flag set that reports errors instead of exiting.
-func newFlags(name, synopsis string, stdout io.Writer) *flag.FlagSet {
+// newFlags returns a flag set that reports errors instead of printing or
+// exiting; parse prints the usage where it belongs.
+func newFlags(name, synopsis string, stdout io.Writer) *flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprintf(stdout, "usage: airlay-cli web_socket %s %s\n", name, synopsis)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	return fs
+	fs.Usage = func() {}
+	return &flags{FlagSet: fs, synopsis: synopsis}
 }
 
-// parse parses flags; a bad flag is a usage error with the command's usage.
-func parse(fs *flag.FlagSet, args []string) error {
+// flags is a subcommand's flag set and the synopsis of its arguments.
+type flags struct {
+	*flag.FlagSet
+	synopsis string
+}
+
+// parse parses flags: --help prints the usage to stdout; a bad flag is a
+// usage error (usage on stderr, exit 2).
+func parse(fs *flags, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			fmt.Fprint(stdout, usageOf(fs))
 			return err
 		}
 		return &usageError{err.Error(), usageOf(fs)}
@@ -148,8 +151,8 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func noArgs(fs *flag.FlagSet, args []string) error {
-	if err := parse(fs, args); err != nil {
+func noArgs(fs *flags, args []string, stdout io.Writer) error {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -158,11 +161,11 @@ func noArgs(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func usageOf(fs *flag.FlagSet) string {
+func usageOf(fs *flags) string {
 	var b flagUsage
 	out := fs.Output()
 	fs.SetOutput(&b)
-	fmt.Fprintf(&b, "usage: airlay-cli web_socket %s [flags]\n", fs.Name())
+	fmt.Fprintf(&b, "usage: airlay-cli web_socket %s %s\n", fs.Name(), fs.synopsis)
 	fs.PrintDefaults()
 	fs.SetOutput(out)
 	return string(b)
@@ -175,7 +178,7 @@ func (b *flagUsage) Write(p []byte) (int, error) { *b = append(*b, p...); return
 func cmdServer(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("server", "[--config PATH]", stdout)
 	path := fs.String("config", "config.ini", "config file")
-	if err := noArgs(fs, args); err != nil {
+	if err := noArgs(fs, args, stdout); err != nil {
 		return err
 	}
 	cfg, err := server.LoadConfig(*path)
@@ -221,7 +224,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) error {
 	name := fs.String("name", "", "user name (data.name)")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token")
 	issuer := fs.String("issuer", "", "iss claim (match jwt_issuer)")
-	if err := noArgs(fs, args); err != nil {
+	if err := noArgs(fs, args, stdout); err != nil {
 		return err
 	}
 	if *key == "" || *user == "" {
@@ -244,7 +247,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) error {
 
 func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("keygen", "DIR", stdout)
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
