@@ -136,7 +136,7 @@ func (h *Hub) subscribers(k Key) []Subscriber {
 func (h *Hub) Publish(evs []Event, tr *Tracker) int {
 	ds := make([]Delivery, len(evs))
 	for i := range evs {
-		ds[i].Frame = evs[i].AppendFrame(nil)
+		ds[i].Frame = evs[i].AppendFrame(make([]byte, 0, evs[i].FrameSize()))
 		ds[i].Tracker = tr
 	}
 	n := 0

@@ -100,6 +100,11 @@ func (e *Event) Key() Key {
 	return Key{Type: e.Type, ID: e.ID}
 }
 
+// FrameSize returns an upper bound of the length of e's frame.
+func (e *Event) FrameSize() int {
+	return len(`{"type":"","id":,"data":[]}`) + len(e.Type.String()) + 6*len(e.ID) + 2 + len(e.Data)
+}
+
 // AppendFrame appends the server message {"type","id","data"} for e.
 func (e *Event) AppendFrame(b []byte) []byte {
 	b = append(b, `{"type":"`...)
