@@ -38,6 +38,10 @@ type conn struct {
 	inflight []*events.Delivery
 	gone     bool // disconnected: nothing more is queued
 
+	// queued counts text frames handed to melody and not yet written; the
+	// batchConn holds a frame back while more wait.
+	queued atomic.Int32
+
 	closing     atomic.Bool // a close was started by the server
 	closeReason atomic.Pointer[string]
 }
@@ -65,11 +69,13 @@ func (c *conn) Send(d *events.Delivery) {
 	}
 	c.inflight = append(c.inflight, d)
 	c.mu.Unlock()
+	c.queued.Add(1)
 	_ = c.sess.Write(d.Frame) // a closed session is settled by disconnected
 }
 
 // sent is called by melody's writer after each text frame was written.
 func (c *conn) sent(frame []byte) {
+	c.queued.Add(-1)
 	c.mu.Lock()
 	if len(c.inflight) == 0 || &c.inflight[0].Frame[0] != &frame[0] {
 		c.mu.Unlock()

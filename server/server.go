@@ -124,7 +124,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		mode = "with MongoDB"
 	}
 	s.log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "version", Version)
-	err := s.http.Serve(ln)
+	err := s.http.Serve(batchListener{ln})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

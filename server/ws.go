@@ -73,6 +73,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 func (s *Server) wsConnect(sess *melody.Session) {
 	c := connOf(sess)
 	c.sess = sess
+	if bc, ok := sess.WebsocketConnection().NetConn().(*batchConn); ok {
+		bc.owner.Store(c)
+	}
 	s.connsMu.Lock()
 	s.conns[c] = struct{}{}
 	s.connsMu.Unlock()
@@ -146,6 +149,7 @@ func (s *Server) wsMessage(sess *melody.Session, frame []byte) {
 
 func (s *Server) answer(sess *melody.Session, code events.Code) {
 	s.metrics.requests[code].Inc()
+	connOf(sess).queued.Add(1)
 	_ = sess.Write(code.Frame())
 }
 
