@@ -58,13 +58,13 @@ func (s *Server) cors(next http.Handler) http.Handler {
 
 // checkBearer answers 401 unless the request carries the publish token.
 func (s *Server) checkBearer(w http.ResponseWriter, r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || strings.TrimSpace(token) == "" {
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	token = strings.TrimSpace(token)
+	if !strings.EqualFold(scheme, "Bearer") || token == "" {
 		writeAnswer(w, http.StatusUnauthorized, events.TokenNotSet.Message(), events.TokenNotSet)
 		return false
 	}
-	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(token)), []byte(s.cfg.PublishToken)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.PublishToken)) != 1 {
 		writeAnswer(w, http.StatusUnauthorized, events.InvalidToken.Message(), events.InvalidToken)
 		return false
 	}

@@ -41,6 +41,10 @@ type conn struct {
 	// queued counts text frames handed to melody and not yet written; the
 	// batchConn holds a frame back while more wait.
 	queued atomic.Int32
+	// roomAt is the queue length an answer waits to drop below (0: no one
+	// waits); room wakes it.
+	roomAt atomic.Int32
+	room   chan struct{}
 
 	closing     atomic.Bool // a close was started by the server
 	closeReason atomic.Pointer[string]
@@ -75,7 +79,12 @@ func (c *conn) Send(d *events.Delivery) {
 
 // sent is called by melody's writer after each text frame was written.
 func (c *conn) sent(frame []byte) {
-	c.queued.Add(-1)
+	if q := c.queued.Add(-1); q < c.roomAt.Load() {
+		select {
+		case c.room <- struct{}{}:
+		default:
+		}
+	}
 	c.mu.Lock()
 	if len(c.inflight) == 0 || &c.inflight[0].Frame[0] != &frame[0] {
 		c.mu.Unlock()
@@ -92,6 +101,28 @@ func (c *conn) sent(frame []byte) {
 	c.srv.metrics.latency.Observe(time.Since(d.Accepted).Seconds())
 	if d.Tracker != nil {
 		d.Tracker.Delivered()
+	}
+}
+
+// awaitRoom waits until fewer than limit frames are queued, at most
+// timeout. Only the connection's reader calls it.
+func (c *conn) awaitRoom(limit int32, timeout time.Duration) bool {
+	if c.queued.Load() < limit {
+		return true
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	defer c.roomAt.Store(0)
+	for {
+		c.roomAt.Store(limit)
+		if c.queued.Load() < limit || c.closing.Load() {
+			return true
+		}
+		select {
+		case <-c.room:
+		case <-timer.C:
+			return c.queued.Load() < limit
+		}
 	}
 }
 

@@ -62,7 +62,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.connCount.Add(-1)
-	c := &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{})}
+	c := &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{}), room: make(chan struct{}, 1)}
 	if err := s.mel.HandleRequestWithKeys(w, r, map[string]any{connKey: c}); err != nil {
 		// The upgrader has answered (403 for a refused origin, 400 for a
 		// bad handshake).
@@ -90,12 +90,6 @@ func (s *Server) wsConnect(sess *melody.Session) {
 func (s *Server) wsDisconnect(sess *melody.Session) {
 	c := connOf(sess)
 	subs := c.disconnected()
-	s.connsMu.Lock()
-	delete(s.conns, c)
-	if len(s.conns) == 0 && s.closing.Load() {
-		s.connsDrained.Broadcast()
-	}
-	s.connsMu.Unlock()
 	reason := "closed"
 	if p := c.closeReason.Load(); p != nil {
 		reason = *p
@@ -103,6 +97,13 @@ func (s *Server) wsDisconnect(sess *melody.Session) {
 	s.metrics.connections.Dec()
 	s.metrics.closes.WithLabelValues(closeLabel(reason)).Inc()
 	s.log.Info("connection closed", "conn", c, "reason", reason, "subscriptions", subs, "duration", time.Since(c.opened).Round(time.Millisecond))
+	// Last, so that Shutdown returns only once every close is accounted for.
+	s.connsMu.Lock()
+	delete(s.conns, c)
+	if len(s.conns) == 0 && s.closing.Load() {
+		s.connsDrained.Broadcast()
+	}
+	s.connsMu.Unlock()
 }
 
 // closeLabel maps a close reason to a bounded metric label.
@@ -149,7 +150,18 @@ func (s *Server) wsMessage(sess *melody.Session, frame []byte) {
 
 func (s *Server) answer(sess *melody.Session, code events.Code) {
 	s.metrics.requests[code].Inc()
-	connOf(sess).queued.Add(1)
+	c := connOf(sess)
+	// A client that sends requests faster than it reads the answers waits
+	// here (its own reader goroutine), keeping half of the send queue free
+	// for events; only if the queue does not drain within write_timeout is
+	// it a slow consumer.
+	if !c.awaitRoom(int32(max(1, s.cfg.SendQueue/2)), s.cfg.WriteTimeout) {
+		s.metrics.slowConsumers.Inc()
+		s.log.Warn("slow consumer: answers not read, closing", "conn", c, "code", CloseSlowConsumer)
+		c.close(CloseSlowConsumer, "slow consumer")
+		return
+	}
+	c.queued.Add(1)
 	_ = sess.Write(code.Frame())
 }
 
