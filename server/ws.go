@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -28,11 +27,12 @@ func (s *Server) newMelody() *melody.Melody {
 	m.Config.PingPeriod = s.cfg.PingInterval
 	m.Config.PongWait = s.cfg.PongTimeout
 	m.Upgrader.CheckOrigin = func(r *http.Request) bool { return s.cfg.OriginAllowed(r.Header.Get("Origin")) }
-	m.Upgrader.ReadBufferSize = 1024
-	m.Upgrader.WriteBufferSize = 1024
-	// Idle connections hold no write buffer: one is taken from the pool
-	// for each write.
-	m.Upgrader.WriteBufferPool = &sync.Pool{}
+	// Zero sizes make gorilla reuse the 4 KiB read and write buffers that
+	// net/http allocated for the connection: they stay alive anyway (melody
+	// runs the read loop inside the HTTP handler), so separate ones would
+	// only add memory.
+	m.Upgrader.ReadBufferSize = 0
+	m.Upgrader.WriteBufferSize = 0
 
 	m.HandleConnect(s.wsConnect)
 	m.HandleDisconnect(s.wsDisconnect)
