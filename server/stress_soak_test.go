@@ -56,10 +56,14 @@ type soakSample struct {
 
 func TestSoak(t *testing.T) {
 	if *soakFor <= 0 {
-		t.Skip("soak mode is off; run it with: go test -run TestSoak ./server/ -soak 10m")
+		t.Skip("soak mode is off; run it with: go test -run TestSoak ./server/ -soak 10m -timeout 15m")
 	}
 	if _, err := soakRSS(); err != nil {
 		t.Skipf("soak: cannot read the process's RSS here: %v", err)
+	}
+	if deadline, ok := t.Deadline(); ok && time.Until(deadline) < *soakFor+2*time.Minute {
+		t.Fatalf("soak: -soak %v does not fit in go test's -timeout (it ends in %v); add -timeout %v",
+			*soakFor, time.Until(deadline).Round(time.Second), (*soakFor + 5*time.Minute).Round(time.Minute))
 	}
 	pngPath, csvPath, err := soakPaths(*soakOut)
 	if err != nil {
