@@ -191,7 +191,7 @@ type configAnswer struct {
 
 // handleConfig is GET /api/config: discovery, no secrets.
 func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
-	a := configAnswer{Version: Version, WebSocket: "/ws", PublishEnabled: s.cfg.PublishToken != ""}
+	a := configAnswer{Version: Version, WebSocket: "/ws", PublishEnabled: s.cfg.PublishToken != "", FilesEnabled: s.files != nil}
 	for _, t := range events.Types {
 		a.EventTypes = append(a.EventTypes, t.String())
 	}

@@ -48,6 +48,13 @@ type Config struct {
 	FilesDir     string        // files_dir: temporary download files; default under the temp dir
 	FileTTL      time.Duration // file_ttl: lifetime of a download link; default 5m
 	MaxFileBytes int64         // max_file_bytes: largest POST /api/files body; default 100MiB
+	// MaxFilesBytes: max_files_bytes, bytes of all temporary download files
+	// on disk, uploads in progress included (507 past it); default 1GiB,
+	// at least max_file_bytes.
+	MaxFilesBytes int64
+	// MaxFiles: max_files, temporary download files on disk at once, uploads
+	// in progress included (507 past it); default 1000.
+	MaxFiles int
 
 	// SendQueue: send_queue, frames queued per connection before it counts
 	// as a slow consumer and is closed with 4008; default 64.
@@ -94,6 +101,8 @@ func Defaults() Config {
 		MaxPublishEvents: 1000,
 		FileTTL:          5 * time.Minute,
 		MaxFileBytes:     100 << 20,
+		MaxFilesBytes:    1 << 30,
+		MaxFiles:         1000,
 		SendQueue:        64,
 		WriteTimeout:     10 * time.Second,
 		PingInterval:     25 * time.Second,
@@ -164,6 +173,8 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		"files_dir":          p.path(&c.FilesDir),
 		"file_ttl":           p.duration(&c.FileTTL, time.Second),
 		"max_file_bytes":     p.size(&c.MaxFileBytes, 1),
+		"max_files_bytes":    p.size(&c.MaxFilesBytes, 1),
+		"max_files":          p.count(&c.MaxFiles, 1),
 		"send_queue":         p.count(&c.SendQueue, 1),
 		"write_timeout":      p.duration(&c.WriteTimeout, 10*time.Millisecond),
 		"ping_interval":      p.duration(&c.PingInterval, 10*time.Millisecond),
@@ -187,6 +198,9 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	if c.PongTimeout <= c.PingInterval {
 		return nil, &ConfigError{File: path, Section: SectionServer, Key: "pong_timeout", Err: fmt.Errorf("%v must be longer than ping_interval (%v)", c.PongTimeout, c.PingInterval)}
+	}
+	if c.MaxFilesBytes < c.MaxFileBytes {
+		return nil, &ConfigError{File: path, Section: SectionServer, Key: "max_files_bytes", Err: fmt.Errorf("%d bytes is less than max_file_bytes (%d bytes)", c.MaxFilesBytes, c.MaxFileBytes)}
 	}
 	if c.MongoURI != "" && c.MongoDatabase == "" {
 		return nil, &ConfigError{File: path, Section: SectionMongo, Key: "database", Err: errors.New("required when uri is set")}

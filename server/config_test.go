@@ -50,6 +50,8 @@ var cfgKeys = []cfgKey{
 	{SectionServer, "files_dir", "FilesDir", "/var/airlay/files", "/var/airlay/files"},
 	{SectionServer, "file_ttl", "FileTTL", "7m", 7 * time.Minute},
 	{SectionServer, "max_file_bytes", "MaxFileBytes", "1GiB", int64(1 << 30)},
+	{SectionServer, "max_files_bytes", "MaxFilesBytes", "2GiB", int64(2 << 30)},
+	{SectionServer, "max_files", "MaxFiles", "50", 50},
 	{SectionServer, "send_queue", "SendQueue", "5", 5},
 	{SectionServer, "write_timeout", "WriteTimeout", "3s", 3 * time.Second},
 	{SectionServer, "ping_interval", "PingInterval", "20s", 20 * time.Second},

@@ -42,6 +42,9 @@ type Server struct {
 	metrics  *metrics
 	http     *http.Server
 
+	files       *fileStore // temporary download links; nil when publish_token is empty
+	fileMetrics *fileMetrics
+
 	closing   atomic.Bool
 	connSeq   atomic.Uint64
 	connCount atomic.Int64 // accepted /ws requests, for max_connections
@@ -82,6 +85,9 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	}
 	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
 	s.metrics = newMetrics(s.hub)
+	if err := s.openFiles(); err != nil {
+		return nil, err
+	}
 	s.mel = s.newMelody()
 	s.http = &http.Server{
 		Handler:           s.Handler(),
@@ -106,10 +112,12 @@ func (s *Server) Handler() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("/api/events", s.handlePublish)
 	api.HandleFunc("GET /api/config", s.handleConfig)
+	api.HandleFunc("/api/files", s.handleFileUpload)
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
 	})
 	mux.Handle("/api/", s.cors(api))
+	mux.HandleFunc("GET /files/{key}/{name}", s.handleFileDownload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
 	})
@@ -178,6 +186,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
+	s.closeFiles()
 	s.log.Info("shut down", "connections_closed", len(list))
 	return err
 }
