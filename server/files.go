@@ -227,7 +227,8 @@ func isDataFileName(name string) bool {
 
 // fileID is the index key of a URL: sha256 of key and name. A lookup hashes
 // whatever it is given and makes one map lookup, so an unknown key, a known
-// key with another name, and an expired file cost the same.
+// key with another name, and an expired file cost the same. Neither a key nor
+// a stored name contains "/", so no other (key, name) gives the same string.
 func fileID(key, name string) [sha256.Size]byte {
 	h := sha256.New()
 	_, _ = io.WriteString(h, key)

@@ -508,14 +508,18 @@ func TestFilesConfig(t *testing.T) {
 
 func TestFilesExpiry(t *testing.T) {
 	t.Parallel()
-	e := fileEnv(t, func(c *Config) { c.FileTTL = time.Second })
+	const ttl = time.Second
+	e := fileEnv(t, func(c *Config) { c.FileTTL = ttl })
+	placed1 := time.Now()
 	u1 := e.placed("first.txt", []byte("one"))
 	time.Sleep(300 * time.Millisecond)
 	u2 := e.placed("second.txt", []byte("two"))
-	if resp, _ := e.download(http.MethodGet, u1, nil); resp.StatusCode != 200 {
+	// Both are there until they expire. (On a machine so busy that a
+	// second passed meanwhile, only what follows is checked.)
+	if resp, _ := e.download(http.MethodGet, u1, nil); resp.StatusCode != 200 && time.Since(placed1) < ttl {
 		t.Fatalf("before expiry: %d", resp.StatusCode)
 	}
-	if n := len(storeFiles(t, e)); n != 2 {
+	if n := len(storeFiles(t, e)); n != 2 && time.Since(placed1) < ttl {
 		t.Fatalf("%d files on disk, want 2", n)
 	}
 	// Nobody asks; the loop removes them on its own, in order.
@@ -544,12 +548,17 @@ func TestFilesExpiry(t *testing.T) {
 // A download that began before the link expired finishes.
 func TestFilesDownloadOutlivesExpiry(t *testing.T) {
 	t.Parallel()
-	e := fileEnv(t, func(c *Config) { c.FileTTL = time.Second })
+	const ttl = 2 * time.Second
+	e := fileEnv(t, func(c *Config) { c.FileTTL = ttl })
 	data := randomBytes(8<<20, 3)
+	placed := time.Now()
 	u := e.placed("slow.bin", data)
 	resp, err := http.Get(e.base + u)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 && time.Since(placed) >= ttl {
+		t.Skipf("the machine took %v to start the download; the link had expired", time.Since(placed))
 	}
 	defer resp.Body.Close()
 	first := make([]byte, 1<<10)
