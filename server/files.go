@@ -395,10 +395,11 @@ func (st *fileStore) end(path string, reserved int64, f *storedFile) error {
 // expired.
 func (st *fileStore) get(key, name string) *storedFile {
 	id := fileID(key, name)
+	now := time.Now()
 	st.mu.Lock()
 	f := st.index[id]
 	st.mu.Unlock()
-	if f == nil || !time.Now().Before(f.expires) {
+	if f == nil || !now.Before(f.expires) {
 		return nil
 	}
 	return f

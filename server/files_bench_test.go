@@ -1,9 +1,11 @@
 package server
 
 // Throughput of temporary download links against plain net/http serving the
-// same 64 MiB file. The figures are in BENCHMARKS.md:
+// same 64 MiB file, and the cost of a lookup hit and misses. The figures are in
+// BENCHMARKS.md:
 //
-//	go test -run x -bench 'Files|Plain' -benchtime 10x -count 6 ./server/
+//	go test -run x -bench 'Files(Upload|Download)|Plain' -benchtime 10x ./server/
+//	go test -run x -bench 'FilesLookup|FilesMissHTTP' ./server/
 
 import (
 	"bytes"
@@ -15,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -159,5 +162,98 @@ func benchServeFile(b *testing.B, wrap func(net.Listener) net.Listener) {
 	b.ReportAllocs()
 	for b.Loop() {
 		benchGet(b, c, srv.URL+"/bench.bin")
+	}
+}
+
+// The lookup of a link: a hit, and the three kinds of miss, which must cost
+// the same (one SHA-256 of key/name and one map lookup).
+func BenchmarkFilesLookup(b *testing.B) {
+	st, err := openFileStore(b.TempDir(), fileStoreOptions{TTL: time.Hour, MaxFile: 1 << 20, MaxBytes: 1 << 20, MaxFiles: 10, Idle: time.Minute, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.close() })
+	key, _, err := st.put("report.xlsx", bytes.NewReader([]byte("x")), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	oldKey, old, err := st.put("report.xlsx", bytes.NewReader([]byte("x")), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st.mu.Lock()
+	old.expires = time.Now().Add(-time.Second) // expired, not yet removed (the loop waits an hour)
+	st.mu.Unlock()
+	other := base64Key(key)
+	for _, tc := range []struct {
+		name, key, file string
+		hit             bool
+	}{
+		{"hit", key, "report.xlsx", true},
+		{"unknown-key", other, "report.xlsx", false},
+		{"wrong-name", key, "report.xlsy", false},
+		{"expired", oldKey, "report.xlsx", false},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				if (st.get(tc.key, tc.file) != nil) != tc.hit {
+					b.Fatal("wrong answer")
+				}
+			}
+		})
+	}
+}
+
+// base64Key returns a key of the same length as key that differs only in its
+// last character.
+func base64Key(key string) string {
+	last := byte('A')
+	if key[len(key)-1] == 'A' {
+		last = 'B'
+	}
+	return key[:len(key)-1] + string(last)
+}
+
+// The same over HTTP: GET /files/<key>/<name> answering 404 for each kind of
+// miss, and 200 for a hit of a small file.
+func BenchmarkFilesMissHTTP(b *testing.B) {
+	e := benchFileEnv(b)
+	c := benchClient(b)
+	place := func() (string, string) {
+		var m struct{ URL string }
+		if err := json.Unmarshal(benchPost(b, c, e.base+"/api/files?name=report.xlsx", "Bearer "+testPublishToken, []byte("x")), &m); err != nil {
+			b.Fatal(err)
+		}
+		key, _, _ := strings.Cut(strings.TrimPrefix(m.URL, "/files/"), "/")
+		return m.URL, key
+	}
+	hit, key := place()
+	_, oldKey := place()
+	st := e.srv.files
+	st.mu.Lock()
+	st.index[fileID(oldKey, "report.xlsx")].expires = time.Now().Add(-time.Second) // expired, not yet removed (the loop waits an hour)
+	st.mu.Unlock()
+	for _, tc := range []struct {
+		name, path string
+		status     int
+	}{
+		{"hit", hit, 200},
+		{"unknown-key", "/files/" + base64Key(key) + "/report.xlsx", 404},
+		{"wrong-name", "/files/" + key + "/report.xlsy", 404},
+		{"expired", "/files/" + oldKey + "/report.xlsx", 404},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				resp, err := c.Get(e.base + tc.path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != tc.status {
+					b.Fatalf("%s: %d", tc.path, resp.StatusCode)
+				}
+			}
+		})
 	}
 }

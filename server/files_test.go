@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"mime"
 	"net"
@@ -579,7 +580,7 @@ func TestFilesStartupCleanup(t *testing.T) {
 	root := t.TempDir()
 	// An earlier run that died: a store made by the real code, abandoned
 	// without closing (its lock goes with the "process").
-	old, err := openFileStore(root, fileStoreOptions{TTL: time.Hour, MaxFile: 1 << 20, MaxBytes: 1 << 20, MaxFiles: 10, Idle: time.Minute})
+	old, err := openFileStore(root, fileStoreOptions{TTL: time.Hour, MaxFile: 1 << 20, MaxBytes: 1 << 20, MaxFiles: 10, Idle: time.Minute, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -589,7 +590,7 @@ func TestFilesStartupCleanup(t *testing.T) {
 		}
 	}
 	// A second dead run, with a file the operator put into its directory.
-	old2, err := openFileStore(root, fileStoreOptions{TTL: time.Hour, MaxFile: 1 << 20, MaxBytes: 1 << 20, MaxFiles: 10, Idle: time.Minute})
+	old2, err := openFileStore(root, fileStoreOptions{TTL: time.Hour, MaxFile: 1 << 20, MaxBytes: 1 << 20, MaxFiles: 10, Idle: time.Minute, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -838,5 +839,26 @@ func TestFilesLargeStreamed(t *testing.T) {
 	n, err := io.Copy(got, resp.Body)
 	if err != nil || n != size || !bytes.Equal(got.Sum(nil), want) || resp.Header.Get("Content-Length") != fmt.Sprint(size) {
 		t.Errorf("download: %d bytes, %v, sha256 %x want %x", n, err, got.Sum(nil), want)
+	}
+}
+
+// files_dir empty: the server's directory is under the system temp dir, and
+// goes with a graceful shutdown.
+func TestFilesDefaultDir(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	dir := e.srv.files.dir
+	if filepath.Dir(dir) != filepath.Clean(os.TempDir()) || !strings.HasPrefix(filepath.Base(dir), fileDirPrefix) {
+		t.Errorf("files in %s, want %s/%s...", dir, os.TempDir(), fileDirPrefix)
+	}
+	u := e.placed("a.txt", []byte("a"))
+	if resp, b := e.download(http.MethodGet, u, nil); resp.StatusCode != 200 || string(b) != "a" {
+		t.Errorf("GET: %d %q", resp.StatusCode, b)
+	}
+	if err := e.shutdown(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("after shutdown %s is still there (%v)", dir, err)
 	}
 }
