@@ -109,6 +109,8 @@ type fileStore struct {
 	done chan struct{}
 }
 
+// fileStoreOptions are the settings of a fileStore: the limits and the ttl
+// must be set; Log and Metrics may be nil.
 type fileStoreOptions struct {
 	TTL      time.Duration
 	MaxFile  int64
