@@ -50,8 +50,12 @@ type Config struct {
 	MaxFileBytes int64         // max_file_bytes: largest POST /api/files body; default 100MiB
 
 	// SendQueue: send_queue, frames queued per connection before it counts
-	// as a slow consumer and is closed with 4008; default 64.
+	// as a slow consumer and is closed with 4008; default 256. Only 16 are
+	// preallocated; the rest grows during a burst and is freed after it.
 	SendQueue int
+	// SendQueueBytes: send_queue_bytes, bytes of frames queued per
+	// connection before it counts as a slow consumer; default 4MiB.
+	SendQueueBytes int64
 	// WriteTimeout: write_timeout, longest time one frame may take to write;
 	// default 10s.
 	WriteTimeout time.Duration
@@ -94,7 +98,8 @@ func Defaults() Config {
 		MaxPublishEvents: 1000,
 		FileTTL:          5 * time.Minute,
 		MaxFileBytes:     100 << 20,
-		SendQueue:        64,
+		SendQueue:        256,
+		SendQueueBytes:   4 << 20,
 		WriteTimeout:     10 * time.Second,
 		PingInterval:     25 * time.Second,
 		PongTimeout:      60 * time.Second,
@@ -165,6 +170,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		"file_ttl":           p.duration(&c.FileTTL, time.Second),
 		"max_file_bytes":     p.size(&c.MaxFileBytes, 1),
 		"send_queue":         p.count(&c.SendQueue, 1),
+		"send_queue_bytes":   p.size(&c.SendQueueBytes, 1024),
 		"write_timeout":      p.duration(&c.WriteTimeout, 10*time.Millisecond),
 		"ping_interval":      p.duration(&c.PingInterval, 10*time.Millisecond),
 		"pong_timeout":       p.duration(&c.PongTimeout, 10*time.Millisecond),

@@ -51,6 +51,7 @@ var cfgKeys = []cfgKey{
 	{SectionServer, "file_ttl", "FileTTL", "7m", 7 * time.Minute},
 	{SectionServer, "max_file_bytes", "MaxFileBytes", "1GiB", int64(1 << 30)},
 	{SectionServer, "send_queue", "SendQueue", "5", 5},
+	{SectionServer, "send_queue_bytes", "SendQueueBytes", "2KiB", int64(2048)},
 	{SectionServer, "write_timeout", "WriteTimeout", "3s", 3 * time.Second},
 	{SectionServer, "ping_interval", "PingInterval", "20s", 20 * time.Second},
 	{SectionServer, "pong_timeout", "PongTimeout", "45s", 45 * time.Second},
