@@ -493,3 +493,30 @@ func TestListenPublishHelp(t *testing.T) {
 		}
 	}
 }
+
+// With --reconnect a failed first connection is retried: listen waits for a
+// server that is not up yet.
+func TestListenWaitsForServer(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	l := startCLI(t, []string{"AIRLAY_TOKEN=" + mintToken(t, userID)}, "web_socket", "listen", "--reconnect",
+		"--url", fmt.Sprintf("ws://127.0.0.1:%d/ws", port), "issueUpdate:"+issueID)
+	l.waitLine(t, l.stderr, `(?s)"state":"fail".*"state":"fail"`)
+	srv, err := tryStartServer(t, port)
+	if errors.Is(err, errPortTaken) {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.waitLine(t, l.stderr, `"state":"open"`)
+	srv.waitSubscriptions(t, 1)
+	srv.publish(t, "", issueEvent(issueID, `"late"`))
+	l.waitLine(t, l.stdout, `"late"`)
+	if err := l.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := l.wait(t, 5*time.Second); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+}
