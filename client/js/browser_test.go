@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -127,6 +128,7 @@ window.ready = true;
 </script>`
 
 func TestBrowserClient(t *testing.T) {
+	t.Parallel()
 	ctx := newBrowser(t, 50*time.Second)
 	start := time.Now()
 
@@ -251,6 +253,82 @@ func TestBrowserClient(t *testing.T) {
 
 	livePage(t, ctx, s)
 	t.Logf("browser test took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// refreshPage has two clients with short first tokens: one replaces its
+// token ahead of expiry, the other waits for the server's 4001 close.
+const refreshPage = `<!doctype html>
+<title>airlay token test</title>
+<script type="module">
+import { connect } from "%[1]s/client/airlay.js";
+const provider = (log) => () => {
+  log.tokens++;
+  return fetch("/token?ttl=" + (log.tokens === 1 ? 3 : 3600)).then((r) => r.text());
+};
+const make = (refreshBefore) => {
+  const log = { states: [], events: [], errors: [], tokens: 0 };
+  const client = connect({
+    url: "%[1]s", token: provider(log), refreshBefore, minBackoff: 50, maxBackoff: 400,
+    onState: (s) => log.states.push(s), onError: (e) => log.errors.push(e),
+  });
+  return { log, client };
+};
+window.ahead = make(30000);
+window.on4001 = make(-1);
+window.ready = Promise.all([
+  ahead.client.attach("issueUpdate", "%[2]s", (e) => ahead.log.events.push(e)),
+  on4001.client.attach("issueUpdate", "%[3]s", (e) => on4001.log.events.push(e)),
+]).then((a) => a.map((x) => x.code).join(","));
+</script>`
+
+// A token that expires while the page is open: refreshed ahead of time, or
+// replaced after the server's 4001 close; events arrive after the first
+// token's exp either way.
+func TestBrowserTokenRefresh(t *testing.T) {
+	t.Parallel()
+	ctx := newBrowser(t, 50*time.Second)
+	var s *testServer
+	pageSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/":
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			fmt.Fprintf(w, refreshPage, s.base(), issue1, issue2)
+		case "/token":
+			secs, _ := strconv.Atoi(r.URL.Query().Get("ttl"))
+			fmt.Fprint(w, s.token(time.Duration(secs)*time.Second))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer pageSrv.Close()
+	s = startServer(t, func(cfg *server.Config, _ string) { cfg.TokenLeeway = 0 })
+	if err := chromedp.Do(ctx, chromedp.Navigate(pageSrv.URL)); err != nil {
+		t.Fatalf("navigate: %v", err)
+	}
+	waitJS(t, ctx, "the module to load", `window.ready !== undefined`)
+	if got := eval[string](t, ctx, `window.ready`); got != "0,0" {
+		t.Fatalf("attach answers %s, want 0,0", got)
+	}
+	waitJS(t, ctx, "the 4001 close and the reconnect", `on4001.log.states.some((s) => s.code === 4001 && s.reason === "drop") &&
+		on4001.log.states.filter((s) => s.state === "open").length === 2`)
+	waitJS(t, ctx, "the first token to have expired", `ahead.log.tokens >= 2`)
+	time.Sleep(1500 * time.Millisecond) // past the first token's exp (at most 3 s after it was minted)
+	if n := s.publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":["ahead"]}`); n != 1 {
+		t.Errorf("the client that refreshes ahead: delivered %d, want 1", n)
+	}
+	if n := s.publish(`{"type":"issueUpdate","id":"` + issue2 + `","data":["after 4001"]}`); n != 1 {
+		t.Errorf("the client that waited for 4001: delivered %d, want 1", n)
+	}
+	waitJS(t, ctx, "both events", `ahead.log.events.length === 1 && on4001.log.events.length === 1`)
+	if st := eval[string](t, ctx, `JSON.stringify(ahead.log.states)`); st != `[{"state":"open"}]` {
+		t.Errorf("the client that refreshes ahead: states %s, want only open", st)
+	}
+	if n := eval[int](t, ctx, `on4001.log.tokens`); n != 2 {
+		t.Errorf("the 4001 client asked for %d tokens, want 2", n)
+	}
+	if e := eval[string](t, ctx, `JSON.stringify([ahead.log.errors, on4001.log.errors])`); e != "[[],[]]" {
+		t.Errorf("errors %s", e)
+	}
 }
 
 // livePage drives /live as an operator: paste a token, connect, attach,

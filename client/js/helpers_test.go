@@ -24,6 +24,7 @@ import (
 const (
 	userA  = "5dad615eae019570fb4647ed"
 	issue1 = "610217e481f6fc54736209e0"
+	issue2 = "610217e481f6fc54736209e1"
 	pubTok = "test-publish-secret-do-not-show"
 )
 
