@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -485,5 +486,37 @@ func TestCloseAndNoReconnect(t *testing.T) {
 	st, _, _ = rec.snapshot()
 	if last := st[len(st)-1]; last.State != client.StateClose || last.Reason != client.ReasonDrop || last.Retry != 0 {
 		t.Errorf("last state %+v, want close drop without retry", last)
+	}
+}
+
+// Close leaves no goroutine behind, also after reconnects.
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	s := startServer(t, nil)
+	time.Sleep(50 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	var clients []*client.Client
+	for i := 0; i < 3; i++ {
+		rec := newRecorder()
+		c := dial(t, rec.options(client.Options{URL: s.wsURL(), Token: s.provider(time.Hour, new(counter)), BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}))
+		if a, err := c.Attach(ctx(t), client.Sub{Type: "issueUpdate", ID: issue1}); err != nil || !a.OK() {
+			t.Fatalf("attach: %+v %v", a, err)
+		}
+		clients = append(clients, c)
+		if i == 2 {
+			s.stop()
+			s.restart()
+			rec.waitUntil(t, "open again", func(st []client.State, _ []client.Event) bool { return count(st, client.StateOpen, "") == 2 })
+		}
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
