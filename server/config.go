@@ -81,6 +81,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel: log_level, debug, info, warn or error; default info.
 	LogLevel slog.Level
+	// LivePage: live_page, serve the live page at /live (paste a token,
+	// attach, watch events); default false.
+	LivePage bool
 
 	MongoURI      string // [mongodb] uri: empty runs without MongoDB
 	MongoDatabase string // [mongodb] database; default airlay
@@ -180,6 +183,7 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		"shutdown_timeout":   p.duration(&c.ShutdownTimeout, 10*time.Millisecond),
 		"log_format":         p.oneOf(&c.LogFormat, "text", "json"),
 		"log_level":          p.level(&c.LogLevel),
+		"live_page":          p.boolean(&c.LivePage),
 	})
 	p.section(f, SectionMongo, map[string]func(string) error{
 		"uri":      p.str(&c.MongoURI),
@@ -327,6 +331,20 @@ func (p *parser) oneOf(dst *string, allowed ...string) func(string) error {
 			}
 		}
 		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+}
+
+func (p *parser) boolean(dst *bool) func(string) error {
+	return func(v string) error {
+		switch strings.ToLower(v) {
+		case "true", "yes", "on", "1":
+			*dst = true
+		case "false", "no", "off", "0":
+			*dst = false
+		default:
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		return nil
 	}
 }
 

@@ -61,6 +61,7 @@ var cfgKeys = []cfgKey{
 	{SectionServer, "shutdown_timeout", "ShutdownTimeout", "4s", 4 * time.Second},
 	{SectionServer, "log_format", "LogFormat", "json", "json"},
 	{SectionServer, "log_level", "LogLevel", "debug", slog.LevelDebug},
+	{SectionServer, "live_page", "LivePage", "true", true},
 	{SectionMongo, "uri", "MongoURI", "mongodb://db:27017", "mongodb://db:27017"},
 	{SectionMongo, "database", "MongoDatabase", "airlay2", "airlay2"},
 }

@@ -110,6 +110,7 @@ func (s *Server) Handler() http.Handler {
 		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
 	})
 	mux.Handle("/api/", s.cors(api))
+	s.clientRoutes(mux) // GET /client/airlay.js; GET /live when live_page is on
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
 	})

@@ -35,6 +35,10 @@ commands:
                             print a development access token (RS256)
   keygen DIR                write DIR/jwt.pem and DIR/jwt-private.pem (kept if both exist)
   config                    print the example config.ini with every key
+  listen --url ws://HOST:PORT/ws [--filter RE] [--count N] [--timeout D] [--reconnect] type[:id]...
+                            print events as JSON lines (token: $AIRLAY_TOKEN or --token-file)
+  publish --url http://HOST:PORT [--wait S] (EVENT_JSON | --file F)
+                            publish events (token: $AIRLAY_PUBLISH_TOKEN or --token-file)
 
 Run "airlay-cli web_socket <command> --help" for more.
 `
@@ -112,6 +116,10 @@ func webSocket(args []string, stdout, stderr io.Writer) error {
 		return cmdToken(args[1:], stdout, stderr)
 	case cmd == "keygen":
 		return cmdKeygen(args[1:], stdout, stderr)
+	case cmd == "listen":
+		return cmdListen(args[1:], stdout, stderr)
+	case cmd == "publish":
+		return cmdPublish(args[1:], stdout, stderr)
 	case cmd == "config":
 		if err := noArgs(newFlags("config", "", stdout), args[1:], stdout); err != nil {
 			return err
