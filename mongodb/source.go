@@ -136,6 +136,7 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 			s.log.Info("change stream invalidated; reopening after it")
 			continue
 		case historyLost(err):
+			s.setDown(err) // until the stream is open again, from now
 			s.m.historyLost.Inc()
 			s.log.Error("change stream history lost: the resume token is older than the oplog; changes since then are lost; starting from now", "err", err)
 			pos = position{dirty: true}
