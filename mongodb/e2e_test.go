@@ -27,6 +27,7 @@ import (
 	"github.com/airlay/airlay/server"
 	"github.com/gorilla/websocket"
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo/options"
 )
 
 var (
@@ -59,6 +60,14 @@ type serverEnv struct {
 // startServer runs a server on f: what cmd/airlay-cli does with uri set.
 func startServer(t *testing.T, f *fakeMongo, mcfg Config) *serverEnv {
 	t.Helper()
+	e := startServerWith(t, f.clientOptions(), mcfg)
+	e.f = f
+	return e
+}
+
+// startServerWith runs a server on the MongoDB that co reaches.
+func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serverEnv {
+	t.Helper()
 	dir := t.TempDir()
 	der, err := x509.MarshalPKIXPublicKey(&e2ePrivateKey().PublicKey)
 	if err != nil {
@@ -72,7 +81,7 @@ func startServer(t *testing.T, f *fakeMongo, mcfg Config) *serverEnv {
 	cfg.File, cfg.Address, cfg.Port = "e2e.ini", "127.0.0.1", 0
 	cfg.JWTPublicKey, cfg.PublishToken = keyPath, e2ePublishToken
 	cfg.MongoURI = "mongodb://fake.invalid/"
-	mg, logs := connect(t, f, mcfg)
+	mg, logs := connectWith(t, co, mcfg)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := server.New(&cfg, server.Options{Logger: log, Store: mg.Store, Broker: mg.Broker, Ready: mg.Ready, Collectors: mg.Collectors()})
 	if err != nil {
@@ -94,7 +103,7 @@ func startServer(t *testing.T, f *fakeMongo, mcfg Config) *serverEnv {
 		cancel()
 		<-sourced
 	})
-	return &serverEnv{t: t, f: f, mg: mg, base: "http://" + ln.Addr().String(), ws: "ws://" + ln.Addr().String() + "/ws", logs: logs}
+	return &serverEnv{t: t, mg: mg, base: "http://" + ln.Addr().String(), ws: "ws://" + ln.Addr().String() + "/ws", logs: logs}
 }
 
 func (e *serverEnv) token(user string) string {

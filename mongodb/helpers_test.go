@@ -12,6 +12,7 @@ import (
 	"github.com/airlay/airlay/events"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/mongo/options"
 )
 
 // Objects of the tests.
@@ -89,8 +90,13 @@ type env struct {
 
 func connect(t *testing.T, f *fakeMongo, cfg Config) (*Mongo, *logBuffer) {
 	t.Helper()
+	return connectWith(t, f.clientOptions(), cfg)
+}
+
+func connectWith(t *testing.T, co *options.ClientOptions, cfg Config) (*Mongo, *logBuffer) {
+	t.Helper()
 	logs := &logBuffer{}
-	mg, err := Connect(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), f.clientOptions())
+	mg, err := Connect(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), co)
 	if err != nil {
 		t.Fatal(err)
 	}

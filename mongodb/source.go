@@ -276,21 +276,22 @@ func (s *Source) save(ctx context.Context, pos *position) {
 		return
 	}
 	pos.savedAt = s.now()
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
 	var tok any = pos.token
 	if pos.token == nil {
 		tok = nil
 	}
-	_, err := s.tokens.UpdateOne(ctx, bson.D{{Key: "_id", Value: s.cfg.Instance}},
+	_, err := s.tokens.UpdateOne(sctx, bson.D{{Key: "_id", Value: s.cfg.Instance}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "token", Value: tok}, {Key: "startAfter", Value: pos.startAfter}, {Key: "updatedAt", Value: primitive.NewDateTimeFromTime(pos.savedAt)}}}},
 		options.Update().SetUpsert(true))
-	if err != nil {
+	if err != nil && ctx.Err() == nil { // not merely stopping: the final save follows
 		s.m.errors.WithLabelValues("save_token").Inc()
 		s.log.Warn("change stream: saving the resume token failed; will retry", "err", err)
-		return
 	}
-	pos.saved, pos.dirty = pos.token, false
+	if err == nil {
+		pos.saved, pos.dirty = pos.token, false
+	}
 }
 
 // loadToken reads the saved token of this instance; nil when there is none.
