@@ -39,6 +39,7 @@ type fakeMongo struct {
 	fails    []fakeFail
 	colls    map[string][]bson.Raw
 	down     bool          // every command fails as a network error
+	hang     bool          // every command waits until its caller gives up
 	gate     chan struct{} // when set, find waits for it to close
 	batch    int           // most changes per batch
 }
@@ -82,6 +83,13 @@ func (f *fakeMongo) broadcast() {
 func (f *fakeMongo) fail(fs ...fakeFail) {
 	f.mu.Lock()
 	f.fails = append(f.fails, fs...)
+	f.broadcast()
+	f.mu.Unlock()
+}
+
+func (f *fakeMongo) setHang(hang bool) {
+	f.mu.Lock()
+	f.hang = hang
 	f.broadcast()
 	f.mu.Unlock()
 }
@@ -214,6 +222,11 @@ func (f *fakeMongo) handle(ctx context.Context, name string, cmd bson.Raw) (bson
 		f.mu.Unlock()
 		return nil, errors.New("fake: connection refused")
 	}
+	if f.hang {
+		f.mu.Unlock()
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	for i, fl := range f.fails {
 		if fl.cmd == name {
 			f.fails = append(f.fails[:i], f.fails[i+1:]...)
@@ -292,6 +305,11 @@ func (f *fakeMongo) getMore(ctx context.Context, cmd bson.Raw) (bson.D, error) {
 		if f.down {
 			f.mu.Unlock()
 			return nil, errors.New("fake: connection reset")
+		}
+		if f.hang {
+			f.mu.Unlock()
+			<-ctx.Done()
+			return nil, ctx.Err()
 		}
 		for i, fl := range f.fails {
 			if fl.cmd == "getMore" {

@@ -133,6 +133,38 @@ func TestOutageRetriedWithBackoff(t *testing.T) {
 	}
 }
 
+// TestServerStopsAnswering: MongoDB accepts connections but answers nothing
+// (a partition, a frozen primary): the source notices within
+// MaxAwait+QueryTimeout, reports not ready, and resumes after its token once
+// MongoDB answers again.
+func TestServerStopsAnswering(t *testing.T) {
+	f := newFakeMongo(t)
+	cfg := testConfig()
+	cfg.QueryTimeout = 150 * time.Millisecond
+	e := startSource(t, f, cfg)
+	rec := newRecorder()
+	rec.subscribe(e.hub)
+	e.waitReady()
+	f.addChanges(issueChange(1))
+	rec.waitFrames(t, 1)
+	f.setHang(true)
+	start := time.Now()
+	waitFor(t, "not ready", func() bool { return e.mg.Ready() != nil })
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("noticed after %v, want about MaxAwait+QueryTimeout (170ms)", d)
+	}
+	f.addChanges(issueChange(2))
+	f.setHang(false)
+	e.waitReady()
+	got := rec.waitFrames(t, 2)
+	if want := []string{issueFrame(1), issueFrame(2)}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("frames\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if pts := resumePoints(t, f); pts[len(pts)-1] != "resumeAfter 1" {
+		t.Errorf("reopened with %q, want resumeAfter 1", pts[len(pts)-1])
+	}
+}
+
 // TestNonResumableError: an error without the resumable label is not
 // resumed by the driver; the source reports it, waits, and reopens after
 // its token, so nothing is lost.
@@ -262,13 +294,9 @@ func TestInvalidate(t *testing.T) {
 	rec.subscribe(e.hub)
 	e.waitReady()
 	f.addChanges(issueChange(1), bson.D{{Key: "operationType", Value: "invalidate"}})
-	// The fake does not close the cursor on invalidate; a real server does.
+	// The fake does not close the cursor on invalidate; a real server does:
+	// the next getMore answers cursor id 0.
 	waitFor(t, "the invalidate to pass", func() bool { return len(f.commands("getMore")) > 2 })
-	f.mu.Lock()
-	for id := range f.cursors {
-		delete(f.cursors, id)
-	}
-	f.mu.Unlock()
 	f.fail(fakeFail{cmd: "getMore", reply: ok(bson.E{Key: "cursor", Value: bson.D{{Key: "id", Value: int64(0)}, {Key: "ns", Value: "airlay.$cmd.aggregate"}, {Key: "nextBatch", Value: bson.A{}}}})})
 	waitFor(t, "a second aggregate", func() bool { return len(f.commands("aggregate")) == 2 })
 	if got := strings.Join(resumePoints(t, f), ","); got != ",startAfter 2" {

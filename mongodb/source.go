@@ -189,8 +189,15 @@ func (s *Source) watch(ctx context.Context, hub *events.Hub, pos *position) (ope
 		s.log.Info("change stream open", "database", s.db.Name(), "resumed", pos.token != nil)
 	}
 	s.setUp()
+	// Each round trip is bounded: a getMore answers within MaxAwait, so a
+	// server that stops answering is noticed (not ready, reopened after the
+	// token) within MaxAwait+QueryTimeout instead of the driver's
+	// server-selection timeout.
 	for {
-		if cs.TryNext(ctx) {
+		tctx, cancel := context.WithTimeout(ctx, s.cfg.MaxAwait+s.cfg.QueryTimeout)
+		got := cs.TryNext(tctx)
+		cancel()
+		if got {
 			op := s.deliver(hub, cs.Current)
 			pos.token, pos.startAfter, pos.dirty = bytes.Clone(cs.ResumeToken()), op == "invalidate", true
 			s.maybeSave(ctx, pos)
