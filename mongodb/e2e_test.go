@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -277,5 +278,43 @@ func TestEndToEnd(t *testing.T) {
 	f.addChanges(chUpdate("issues", issue1, bson.D{{Key: "x", Value: 1}}, nil, nil))
 	if got, want := wsRead(t, a), frame("issueUpdate", issue1, `["x"]`); got != want {
 		t.Fatalf("after the outage A got %s, want %s", got, want)
+	}
+}
+
+// TestEndToEndTCP: the same flow with the driver connected over TCP by a
+// connection string (handshake, pool, monitoring, broken connections).
+func TestEndToEndTCP(t *testing.T) {
+	f := storeFake(t)
+	uri := f.listenTCP(t)
+	e := startServerWith(t, options.Client().ApplyURI(uri), testConfig())
+	e.f = f
+	waitFor(t, "/readyz 200", func() bool { s, _ := e.get("/readyz"); return s == 200 })
+	tokA := e.token(userA.Hex())
+	a := e.dial()
+	wsDo(t, a, wsRequest(tokA, "attach", "issueUpdate", issue1.Hex()), 0)
+	wsDo(t, a, wsRequest(tokA, "attach", "uploadFile", dataset2.Hex()), 4)
+	wsDo(t, e.dial(), wsRequest(e.token(issue2.Hex()), "attach", "issueUpdate", issue1.Hex()), 3)
+	f.addChanges(chUpdate("issues", issue1, bson.D{{Key: "status", Value: "done"}}, nil, nil))
+	if got, want := wsRead(t, a), frame("issueUpdate", issue1, `["status"]`); got != want {
+		t.Fatalf("A got %s, want %s", got, want)
+	}
+	status, ans := e.publish("?wait=5", `{"type":"issueUpdate","id":"`+issue1.Hex()+`","data":["title"]}`)
+	if status != 200 || ans["delivered"] != 1.0 {
+		t.Fatalf("publish answered %d %v", status, ans)
+	}
+	if got, want := wsRead(t, a), frame("issueUpdate", issue1, `["title"]`); got != want {
+		t.Fatalf("A got %s, want %s", got, want)
+	}
+	// Broken connections: the getMore's connection is cut; the stream
+	// resumes after its token over a new one.
+	f.fail(fakeFail{cmd: "getMore", err: errors.New("cut")})
+	waitFor(t, "the cut", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.fails) == 0 })
+	f.addChanges(chUpdate("issues", issue1, bson.D{{Key: "after", Value: 1}}, nil, nil))
+	if got, want := wsRead(t, a), frame("issueUpdate", issue1, `["after"]`); got != want {
+		t.Fatalf("after the cut A got %s, want %s", got, want)
+	}
+	pts := resumePoints(t, f)
+	if len(pts) < 2 || pts[len(pts)-1] != "resumeAfter 2" {
+		t.Errorf("aggregates with %q, want the last to resume after change 2", pts)
 	}
 }
