@@ -16,6 +16,7 @@ import (
 	"github.com/airlay/airlay/auth"
 	"github.com/airlay/airlay/events"
 	"github.com/olahol/melody"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Version is reported by /api/config and `airlay-cli version`; release
@@ -28,6 +29,14 @@ type Options struct {
 	Store  auth.Store   // nil: auth.Open (no MongoDB: every user and dataset exists)
 	Broker events.Broker
 	// Broker nil: an in-memory broker feeding this server's hub.
+
+	// Ready, when not nil, reports whether the dependencies (MongoDB) are
+	// usable: /readyz answers 503 while it returns an error, and the log
+	// says why. Nil: ready while serving.
+	Ready func() error
+	// Collectors are more Prometheus collectors served on /metrics (the
+	// MongoDB package's).
+	Collectors []prometheus.Collector
 }
 
 // Server is one event server instance.
@@ -41,6 +50,8 @@ type Server struct {
 	mel      *melody.Melody
 	metrics  *metrics
 	http     *http.Server
+	ready    func() error
+	notReady atomic.Pointer[string] // the last reason /readyz gave, to log changes only
 
 	closing   atomic.Bool
 	connSeq   atomic.Uint64
@@ -62,6 +73,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cfg:   cfg,
 		log:   opts.Logger,
 		store: opts.Store,
+		ready: opts.Ready,
 		hub:   events.NewHub(),
 		conns: make(map[*conn]struct{}),
 	}
@@ -81,7 +93,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cacheSize = -1 // auth: negative disables
 	}
 	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
-	s.metrics = newMetrics(s.hub)
+	s.metrics = newMetrics(s.hub, opts.Collectors)
 	s.mel = s.newMelody()
 	s.http = &http.Server{
 		Handler:           s.Handler(),

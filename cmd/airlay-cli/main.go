@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlay/airlay"
 	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/mongodb"
 	"github.com/airlay/airlay/server"
 )
 
@@ -194,16 +195,44 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	srv, err := server.New(cfg, server.Options{Logger: log})
+	opts := server.Options{Logger: log}
+	var mg *mongodb.Mongo
+	mode := func() {
+		log.Info("mode: without MongoDB (events only from POST /api/events; users and datasets are not checked)")
+	}
+	if cfg.MongoURI != "" {
+		if mg, mode, err = connectMongo(cfg, log); err != nil {
+			return err
+		}
+		opts.Store, opts.Broker, opts.Ready, opts.Collectors = mg.Store, mg.Broker, mg.Ready, mg.Collectors()
+	}
+	srv, err := server.New(cfg, opts)
 	if err != nil {
+		if mg != nil {
+			_ = mg.Close(context.Background())
+		}
 		return err
 	}
+	mode()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	srcCtx, stopSource := context.WithCancel(context.Background())
+	defer stopSource()
+	sourceDone := make(chan struct{})
+	if mg != nil {
+		go func() {
+			defer close(sourceDone)
+			_ = mg.Source.Run(srcCtx, srv.Hub())
+		}()
+	} else {
+		close(sourceDone)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.ListenAndServe() }()
 	select {
 	case err := <-served:
+		stopSource()
+		<-sourceDone
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr(), err)
 	case <-ctx.Done():
 	}
@@ -214,6 +243,18 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		log.Warn("shutdown incomplete", "err", err)
 	}
 	<-served
+	if mg != nil {
+		// The source saves its resume token as it stops.
+		stopSource()
+		select {
+		case <-sourceDone:
+		case <-sctx.Done():
+			log.Warn("change stream did not stop in time; its last token may not be saved")
+		}
+		if err := mg.Close(sctx); err != nil {
+			log.Warn("mongodb disconnect", "err", err)
+		}
+	}
 	return nil
 }
 
