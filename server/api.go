@@ -205,11 +205,25 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleReady answers 200 while the server takes traffic; 503 once it shuts
-// down. Without MongoDB there is no other dependency.
+// down, and while Options.Ready reports a dependency (MongoDB) unusable. The
+// log says why when the reason changes.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.closing.Load() {
 		writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
 		return
+	}
+	if s.ready != nil {
+		if err := s.ready(); err != nil {
+			reason := err.Error()
+			if old := s.notReady.Swap(&reason); old == nil || *old != reason {
+				s.log.Warn("not ready", "err", reason)
+			}
+			writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
+			return
+		}
+		if old := s.notReady.Swap(nil); old != nil {
+			s.log.Info("ready again")
+		}
 	}
 	writeAnswer(w, http.StatusOK, events.OK.Message(), events.OK)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/airlay/airlay/auth"
 	"github.com/airlay/airlay/events"
 	"github.com/olahol/melody"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Version is reported by /api/config and `airlay-cli version`; release
@@ -28,6 +29,14 @@ type Options struct {
 	Store  auth.Store   // nil: auth.Open (no MongoDB: every user and dataset exists)
 	Broker events.Broker
 	// Broker nil: an in-memory broker feeding this server's hub.
+
+	// Ready, when not nil, reports whether the dependencies (MongoDB) are
+	// usable: /readyz answers 503 while it returns an error, and the log
+	// says why. Nil: ready while serving.
+	Ready func() error
+	// Collectors are more Prometheus collectors served on /metrics (the
+	// MongoDB package's).
+	Collectors []prometheus.Collector
 }
 
 // Server is one event server instance.
@@ -41,6 +50,8 @@ type Server struct {
 	mel      *melody.Melody
 	metrics  *metrics
 	http     *http.Server
+	ready    func() error
+	notReady atomic.Pointer[string] // the last reason /readyz gave, to log changes only
 
 	files       *fileStore // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
@@ -65,6 +76,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cfg:   cfg,
 		log:   opts.Logger,
 		store: opts.Store,
+		ready: opts.Ready,
 		hub:   events.NewHub(),
 		conns: make(map[*conn]struct{}),
 	}
@@ -84,7 +96,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cacheSize = -1 // auth: negative disables
 	}
 	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
-	s.metrics = newMetrics(s.hub)
+	s.metrics = newMetrics(s.hub, opts.Collectors)
 	if err := s.openFiles(); err != nil {
 		return nil, err
 	}
@@ -118,6 +130,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.Handle("/api/", s.cors(api))
 	mux.HandleFunc("GET /files/{key}/{name}", s.handleFileDownload)
+	s.clientRoutes(mux) // GET /client/airlay.js; GET /live when live_page is on
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
 	})
