@@ -135,13 +135,14 @@ func BenchmarkFilesDownload(b *testing.B) {
 }
 
 // The baseline of a download: http.ServeFile of the same bytes on a plain
-// httptest server (its connections are *net.TCPConn, so it uses sendfile).
+// httptest server.
 func BenchmarkPlainServeFile(b *testing.B) {
 	benchServeFile(b, func(ln net.Listener) net.Listener { return ln })
 }
 
 // http.ServeFile again, behind the server's own listener wrapper
-// (batchListener), which every connection of the real server goes through.
+// (batchListener), which every connection of the real server goes through
+// (it passes ReadFrom on, so sendfile still works).
 func BenchmarkPlainServeFileBatchListener(b *testing.B) {
 	benchServeFile(b, func(ln net.Listener) net.Listener { return batchListener{ln} })
 }
