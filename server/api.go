@@ -96,6 +96,8 @@ type publishAnswer struct {
 
 // handlePublish is POST /api/events.
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	s.publishing.Add(1)
+	defer s.publishing.Add(-1)
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() { s.metrics.publishRequests.WithLabelValues(strconv.Itoa(sw.status)).Inc() }()
 	w = sw

@@ -56,9 +56,10 @@ type Server struct {
 	files       *fileStore // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
 
-	closing   atomic.Bool
-	connSeq   atomic.Uint64
-	connCount atomic.Int64 // accepted /ws requests, for max_connections
+	closing    atomic.Bool
+	publishing atomic.Int64 // POST /api/events in progress
+	connSeq    atomic.Uint64
+	connCount  atomic.Int64 // accepted /ws requests, for max_connections
 
 	connsMu      sync.Mutex
 	conns        map[*conn]struct{}
@@ -166,7 +167,16 @@ func (s *Server) ListenAndServe() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.log.Info("shutting down")
-	err := s.http.Shutdown(ctx) // closes the listener, waits for HTTP handlers
+	// net/http closes the listener at once, then waits for the requests in
+	// progress, and also (up to 5 s) for connections opened but never used,
+	// which browsers open ahead of time: so it runs beside the rest.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.http.Shutdown(ctx) }()
+	// Publishes in progress finish first, so that their events reach the
+	// connections before the 1001.
+	for s.publishing.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 	s.connsMu.Lock()
 	list := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -195,9 +205,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range list {
 			_ = c.sess.WebsocketConnection().Close()
 		}
-		if err == nil {
-			err = ctx.Err()
-		}
+	}
+	var err error
+	select {
+	case err = <-httpDone:
+	case <-ctx.Done():
+		err = ctx.Err()
 	}
 	s.closeFiles()
 	s.log.Info("shut down", "connections_closed", len(list))
