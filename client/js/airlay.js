@@ -226,7 +226,10 @@ export class AirlayClient {
 
   async _getToken() {
     const t = this._token;
-    if (t && !t.stale && (!t.refreshAt || Date.now() < t.refreshAt)) return t.value;
+    if (t && !t.stale && (!t.refreshAt || Date.now() < t.refreshAt)) {
+      if (t.refreshAt && !this._refreshTimer) this._armRefresh(); // disarmed by a close
+      return t.value;
+    }
     if (!this._tokenFetch) {
       this._tokenFetch = (async () => {
         const provider = this.options.token;
@@ -258,12 +261,18 @@ export class AirlayClient {
     clearTimeout(this._refreshTimer);
     const t = this._token;
     if (!t || !t.refreshAt || this._closed) return;
-    this._refreshTimer = setTimeout(() => {
+    const fire = () => {
       // An idempotent attach with the new token extends the connection.
       const first = this._subs.values().next().value;
-      if (!first || !this._up) return;
+      if (!first || !this._up) {
+        // Nothing held yet, or between connections: look again shortly
+        // rather than let the token run out.
+        if (!this._closed) this._refreshTimer = setTimeout(fire, 250);
+        return;
+      }
       this._request({ action: "attach", type: first.type, id: first.id, internal: "refresh" }).catch(() => {});
-    }, Math.max(0, t.refreshAt - Date.now()));
+    };
+    this._refreshTimer = setTimeout(fire, Math.max(0, t.refreshAt - Date.now()));
   }
 
   // --- the connection -------------------------------------------------------
@@ -338,6 +347,7 @@ export class AirlayClient {
       this._queue = this._queue.filter((r) => !r.internal);
       this._queue.unshift(...lost);
       clearTimeout(this._refreshTimer);
+      this._refreshTimer = null;
       if (this._closed) {
         for (const r of this._queue.splice(0)) r.reject(new Error("airlay: client closed"));
         this._setState("closed");

@@ -262,14 +262,14 @@ const refreshPage = `<!doctype html>
 <script type="module">
 import { connect } from "%[1]s/client/airlay.js";
 const provider = (log) => () => {
-  log.tokens++;
-  return fetch("/token?ttl=" + (log.tokens === 1 ? 3 : 3600)).then((r) => r.text());
+  log.tokens++; log.times.push(["tok", log.tokens, Date.now()]);
+  return fetch("/token?ttl=" + (log.tokens === 1 ? 6 : 3600)).then((r) => r.text());
 };
 const make = (refreshBefore) => {
-  const log = { states: [], events: [], errors: [], tokens: 0 };
+  const log = { states: [], events: [], errors: [], tokens: 0, times: [] };
   const client = connect({
     url: "%[1]s", token: provider(log), refreshBefore, minBackoff: 50, maxBackoff: 400,
-    onState: (s) => log.states.push(s), onError: (e) => log.errors.push(e),
+    onState: (s) => { log.states.push(s); log.times.push([s.state, s.code, Date.now()]); }, onError: (e) => log.errors.push(e),
   });
   return { log, client };
 };
@@ -312,7 +312,10 @@ func TestBrowserTokenRefresh(t *testing.T) {
 	waitJS(t, ctx, "the 4001 close and the reconnect", `on4001.log.states.some((s) => s.code === 4001 && s.reason === "drop") &&
 		on4001.log.states.filter((s) => s.state === "open").length === 2`)
 	waitJS(t, ctx, "the first token to have expired", `ahead.log.tokens >= 2`)
-	time.Sleep(1500 * time.Millisecond) // past the first token's exp (at most 3 s after it was minted)
+	// The first token lives 6 s (whole seconds of exp: 5 to 6 s here): the
+	// client refreshing ahead does so at 3/4 of that, leaving more than a
+	// second for the refresh to reach a loaded server before exp.
+	time.Sleep(1500 * time.Millisecond) // past the first token's exp (at most 6 s after it was minted)
 	if n := s.publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":["ahead"]}`); n != 1 {
 		t.Errorf("the client that refreshes ahead: delivered %d, want 1", n)
 	}
@@ -321,7 +324,7 @@ func TestBrowserTokenRefresh(t *testing.T) {
 	}
 	waitJS(t, ctx, "both events", `ahead.log.events.length === 1 && on4001.log.events.length === 1`)
 	if st := eval[string](t, ctx, `JSON.stringify(ahead.log.states)`); st != `[{"state":"open"}]` {
-		t.Errorf("the client that refreshes ahead: states %s, want only open", st)
+		t.Errorf("the client that refreshes ahead: states %s, want only open; times %s", st, eval[string](t, ctx, `JSON.stringify(ahead.log.times)`))
 	}
 	if n := eval[int](t, ctx, `on4001.log.tokens`); n != 2 {
 		t.Errorf("the 4001 client asked for %d tokens, want 2", n)
