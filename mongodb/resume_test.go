@@ -276,7 +276,9 @@ func TestTokenSavedAndRestart(t *testing.T) {
 	if !strings.Contains(e2.logs.String(), "resuming after the saved token") {
 		t.Error("the log does not say it resumes")
 	}
-	// Another instance name starts from now.
+	// Another instance name starts from now. (e2 stops first: a stream of
+	// its reopening meanwhile would be the last aggregate seen.)
+	e2.stop()
 	cfg.Instance = "test-2"
 	e3 := startSource(t, f, cfg)
 	e3.waitReady()
