@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -45,4 +46,27 @@ func TestQueueBytesLimit(t *testing.T) {
 		t.Fatalf("publish: %d", status)
 	}
 	c.expectClose(CloseSlowConsumer, 5*time.Second)
+}
+
+// A peer that stops reading, with a queue that never fills, is dropped when
+// a write waits write_timeout, and counted as a slow consumer.
+func TestWriteTimeoutIsSlowConsumer(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.WriteTimeout = 200 * time.Millisecond })
+	c := e.dial()
+	if tcp, ok := c.ws.NetConn().(*net.TCPConn); ok {
+		_ = tcp.SetReadBuffer(4096)
+	}
+	c.do(e.token(userA, time.Hour), "attach", "issueUpdate", issue1, 0)
+	big := `{"type":"issueUpdate","id":"` + issue1 + `","data":["` + strings.Repeat("x", 256<<10) + `"]}`
+	// One event at a time, under the queue's limits: only the socket fills.
+	for i := 0; i < 40 && !strings.Contains(e.logs.String(), "write timed out"); i++ {
+		if status, _ := e.publish("", big); status != 200 {
+			t.Fatalf("publish: %d", status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitFor(t, "the drop", 5*time.Second, func() bool { return strings.Contains(e.logs.String(), `reason="slow consumer"`) })
+	if !strings.Contains(e.logs.String(), "write timed out") {
+		t.Fatal("not dropped by the write timeout")
+	}
 }

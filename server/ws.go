@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -126,6 +128,16 @@ func (s *Server) wsError(sess *melody.Session, err error) {
 		c.slowConsumer()
 	case errors.Is(err, melody.ErrWriteClosed), errors.Is(err, melody.ErrSessionClosed):
 		// a write raced with the close; disconnected settles it
+	case isWriteTimeout(err):
+		// The peer stopped reading: its socket buffer is full and a write
+		// waited write_timeout. That is a slow consumer too, though its
+		// queue may not have filled (and no close frame can get through).
+		if c.closing.CompareAndSwap(false, true) {
+			reason := "slow consumer"
+			c.closeReason.Store(&reason)
+			s.metrics.slowConsumers.Inc()
+			s.log.Warn("slow consumer: write timed out, dropping", "conn", c)
+		}
 	case errors.Is(err, websocket.ErrReadLimit):
 		c.setReason("message too big")
 	case errors.As(err, &ce):
@@ -134,6 +146,22 @@ func (s *Server) wsError(sess *melody.Session, err error) {
 	default:
 		c.setReason(fmt.Sprintf("connection error: %v", err))
 	}
+}
+
+// isWriteTimeout reports whether err is a socket write that hit its
+// deadline.
+// gorilla replaces a timeout's *net.OpError by an error of its own that
+// keeps only the text ("write tcp ...: i/o timeout") and Timeout().
+func isWriteTimeout(err error) bool {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Op == "write"
+	}
+	return strings.HasPrefix(err.Error(), "write ")
 }
 
 // wsMessage answers one text frame. melody calls it serially per connection,
