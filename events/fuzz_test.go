@@ -206,3 +206,28 @@ func isLowerObjectID(s string) bool {
 	}
 	return true
 }
+
+// FuzzFastRequest checks that the fast request scanner, whenever it accepts
+// a frame, reads exactly what encoding/json reads.
+func FuzzFastRequest(f *testing.F) {
+	f.Add([]byte(`{"auth":"a.b.c","action":"attach","event":{"type":"issueUpdate","id":"610217e481f6fc54736209e0"}}`))
+	f.Add([]byte(` { "event" : { "id" : "x" , "type" : "notification" } , "action" : "detach" } `))
+	f.Add([]byte(`{"auth":"a","auth":"b"}`))
+	f.Add([]byte(`{"event":{"type":"issueUpdate","type":"x"}}`))
+	f.Add([]byte(`{"other":1}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"auth":"x"}}`))
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		fast, ok := parseFast(frame)
+		if !ok {
+			return
+		}
+		var w wireRequest
+		if err := json.Unmarshal(frame, &w); err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json refused it: %v", frame, err)
+		}
+		if slow := w.fast(); fast != slow {
+			t.Fatalf("%q: fast %+v, encoding/json %+v", frame, fast, w.fast())
+		}
+	})
+}

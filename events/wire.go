@@ -30,23 +30,37 @@ type Request struct {
 }
 
 type wireRequest struct {
-	Auth   string `json:"auth"`
-	Action string `json:"action"`
-	Event  *struct {
-		Type string `json:"type"`
-		ID   string `json:"id"`
-	} `json:"event"`
+	Auth   string        `json:"auth"`
+	Action string        `json:"action"`
+	Event  *wireEventRef `json:"event"`
+}
+
+type wireEventRef struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+func (w *wireRequest) fast() fastRequest {
+	f := fastRequest{auth: w.Auth, action: w.Action, hasEvent: w.Event != nil}
+	if w.Event != nil {
+		f.typ, f.id = w.Event.Type, w.Event.ID
+	}
+	return f
 }
 
 // ParseRequest parses one client frame. It checks only the shape (code 5);
 // the token is returned unverified and may be empty.
 func ParseRequest(frame []byte) (Request, error) {
-	var w wireRequest
-	if err := json.Unmarshal(frame, &w); err != nil {
-		return Request{}, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	w, ok := parseFast(frame)
+	if !ok {
+		var slow wireRequest
+		if err := json.Unmarshal(frame, &slow); err != nil {
+			return Request{}, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		}
+		w = slow.fast()
 	}
 	var r Request
-	switch w.Action {
+	switch w.action {
 	case "attach":
 		r.Action = Attach
 	case "detach":
@@ -54,29 +68,29 @@ func ParseRequest(frame []byte) (Request, error) {
 	default:
 		return Request{}, fmt.Errorf("%w: unknown action", ErrInvalidRequest)
 	}
-	if w.Event == nil {
+	if !w.hasEvent {
 		return Request{}, fmt.Errorf("%w: no event", ErrInvalidRequest)
 	}
-	t, ok := ParseType(w.Event.Type)
+	t, ok := ParseType(w.typ)
 	if !ok {
 		return Request{}, fmt.Errorf("%w: unknown event type", ErrInvalidRequest)
 	}
 	r.Key.Type = t
 	if t.PerUser() {
 		// An id is allowed but ignored; when given it must still be an ObjectId.
-		if w.Event.ID != "" {
-			if _, ok := NormalizeID(w.Event.ID); !ok {
+		if w.id != "" {
+			if _, ok := NormalizeID(w.id); !ok {
 				return Request{}, fmt.Errorf("%w: event.id is not an ObjectId", ErrInvalidRequest)
 			}
 		}
 	} else {
-		id, ok := NormalizeID(w.Event.ID)
+		id, ok := NormalizeID(w.id)
 		if !ok {
 			return Request{}, fmt.Errorf("%w: event.id is not an ObjectId", ErrInvalidRequest)
 		}
 		r.Key.ID = id
 	}
-	r.Token = w.Auth
+	r.Token = w.auth
 	return r, nil
 }
 
@@ -139,24 +153,35 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 		// the frames, and a text frame must be UTF-8.
 		return nil, fmt.Errorf("%w: body is not UTF-8", ErrInvalidRequest)
 	}
-	var raws []json.RawMessage
-	if body[0] == '[' {
-		if err := json.Unmarshal(body, &raws); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var ws []wireEvent
+	switch body[0] {
+	case '[':
+		if err := dec.Decode(&ws); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 		}
-		if len(raws) == 0 {
+		if len(ws) == 0 {
 			return nil, fmt.Errorf("%w: no events", ErrInvalidRequest)
 		}
-		if len(raws) > maxEvents {
+		if len(ws) > maxEvents {
 			return nil, fmt.Errorf("%w: more than %d events", ErrInvalidRequest, maxEvents)
 		}
-	} else {
-		raws = []json.RawMessage{body}
+	case '{':
+		ws = make([]wireEvent, 1)
+		if err := dec.Decode(&ws[0]); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: the body is an event object or an array of them", ErrInvalidRequest)
 	}
-	evs := make([]Event, len(raws))
-	for i, raw := range raws {
-		if err := parseEvent(raw, &evs[i]); err != nil {
-			if len(raws) > 1 {
+	if len(bytes.TrimSpace(body[dec.InputOffset():])) != 0 {
+		return nil, fmt.Errorf("%w: data after the events", ErrInvalidRequest)
+	}
+	evs := make([]Event, len(ws))
+	for i := range ws {
+		if err := ws[i].event(&evs[i]); err != nil {
+			if len(ws) > 1 {
 				return nil, fmt.Errorf("event %d: %w", i, err)
 			}
 			return nil, err
@@ -165,19 +190,8 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 	return evs, nil
 }
 
-func parseEvent(raw []byte, e *Event) error {
-	var w wireEvent
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
-	}
-	if len(bytes.TrimSpace(raw[dec.InputOffset():])) != 0 {
-		return fmt.Errorf("%w: data after the event", ErrInvalidRequest)
-	}
-	if bytes.TrimSpace(raw)[0] != '{' {
-		return fmt.Errorf("%w: an event is a JSON object", ErrInvalidRequest)
-	}
+// event checks w and fills e.
+func (w *wireEvent) event(e *Event) error {
 	t, ok := ParseType(w.Type)
 	if !ok {
 		return fmt.Errorf("%w: unknown event type", ErrInvalidRequest)
@@ -208,11 +222,14 @@ func parseEvent(raw []byte, e *Event) error {
 		if w.Data[0] != '[' {
 			return fmt.Errorf("%w: data must be an array", ErrInvalidRequest)
 		}
-		var compact bytes.Buffer
-		if err := json.Compact(&compact, w.Data); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+		e.Data = w.Data
+		if bytes.ContainsAny(w.Data, " \t\r\n") {
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, w.Data); err != nil {
+				return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+			}
+			e.Data = compact.Bytes()
 		}
-		e.Data = compact.Bytes()
 	}
 	return nil
 }

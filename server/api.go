@@ -96,6 +96,8 @@ type publishAnswer struct {
 
 // handlePublish is POST /api/events.
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	s.publishing.Add(1)
+	defer s.publishing.Add(-1)
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() { s.metrics.publishRequests.WithLabelValues(strconv.Itoa(sw.status)).Inc() }()
 	w = sw
@@ -191,7 +193,7 @@ type configAnswer struct {
 
 // handleConfig is GET /api/config: discovery, no secrets.
 func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
-	a := configAnswer{Version: Version, WebSocket: "/ws", PublishEnabled: s.cfg.PublishToken != ""}
+	a := configAnswer{Version: Version, WebSocket: "/ws", PublishEnabled: s.cfg.PublishToken != "", FilesEnabled: s.files != nil}
 	for _, t := range events.Types {
 		a.EventTypes = append(a.EventTypes, t.String())
 	}
@@ -205,11 +207,25 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleReady answers 200 while the server takes traffic; 503 once it shuts
-// down. Without MongoDB there is no other dependency.
+// down, and while Options.Ready reports a dependency (MongoDB) unusable. The
+// log says why when the reason changes.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if s.closing.Load() {
 		writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
 		return
+	}
+	if s.ready != nil {
+		if err := s.ready(); err != nil {
+			reason := err.Error()
+			if old := s.notReady.Swap(&reason); old == nil || *old != reason {
+				s.log.Warn("not ready", "err", reason)
+			}
+			writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
+			return
+		}
+		if old := s.notReady.Swap(nil); old != nil {
+			s.log.Info("ready again")
+		}
 	}
 	writeAnswer(w, http.StatusOK, events.OK.Message(), events.OK)
 }

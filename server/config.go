@@ -9,10 +9,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/airlay/airlay/events"
 	"gopkg.in/ini.v1"
 )
 
@@ -48,10 +50,21 @@ type Config struct {
 	FilesDir     string        // files_dir: temporary download files; default under the temp dir
 	FileTTL      time.Duration // file_ttl: lifetime of a download link; default 5m
 	MaxFileBytes int64         // max_file_bytes: largest POST /api/files body; default 100MiB
+	// MaxFilesBytes: max_files_bytes, bytes of all temporary download files
+	// on disk, uploads in progress included (507 past it); default 1GiB,
+	// at least max_file_bytes.
+	MaxFilesBytes int64
+	// MaxFiles: max_files, temporary download files on disk at once, uploads
+	// in progress included (507 past it); default 1000.
+	MaxFiles int
 
 	// SendQueue: send_queue, frames queued per connection before it counts
-	// as a slow consumer and is closed with 4008; default 64.
+	// as a slow consumer and is closed with 4008; default 256. Only 16 are
+	// preallocated; the rest grows during a burst and is freed after it.
 	SendQueue int
+	// SendQueueBytes: send_queue_bytes, bytes of frames queued per
+	// connection before it counts as a slow consumer; default 4MiB.
+	SendQueueBytes int64
 	// WriteTimeout: write_timeout, longest time one frame may take to write;
 	// default 10s.
 	WriteTimeout time.Duration
@@ -77,10 +90,86 @@ type Config struct {
 	LogFormat string
 	// LogLevel: log_level, debug, info, warn or error; default info.
 	LogLevel slog.Level
+	// LivePage: live_page, serve the live page at /live (paste a token,
+	// attach, watch events); default false.
+	LivePage bool
 
 	MongoURI      string // [mongodb] uri: empty runs without MongoDB
 	MongoDatabase string // [mongodb] database; default airlay
+
+	// MongoInstance: [mongodb] instance, the name under which this instance
+	// keeps its change stream resume token; empty: hostname:port.
+	MongoInstance string
+	// MongoUsers: users_collection, where a token's data.id must exist
+	// (code 3); default users.
+	MongoUsers string
+	// MongoDatasets: datasets_collection; default datasets.
+	MongoDatasets string
+	// MongoDatasetAccess: dataset_access, fields of a dataset document that
+	// hold the users who may see it (an id, or an array of ids; dotted paths
+	// reach into arrays of documents). Default owner,members.
+	MongoDatasetAccess []string
+	// MongoCacheTTL: cache_ttl, how long a user or dataset-access answer is
+	// reused; a revoked access stops within it. Default 5s, 0 disables.
+	MongoCacheTTL time.Duration
+	// MongoCacheSize: cache_size, answers kept per cache; default 100000.
+	MongoCacheSize int
+	// MongoQueryTimeout: query_timeout, the longest one MongoDB query or
+	// write may take before the request answers code 7 (503); default 3s.
+	MongoQueryTimeout time.Duration
+	// MongoEvents: events_collection, where POST /api/events writes and
+	// every instance watches; default airlay_events.
+	MongoEvents string
+	// MongoEventsTTL: events_ttl, how long published events stay in
+	// events_collection (a TTL index); default 1h.
+	MongoEventsTTL time.Duration
+	// MongoResume: resume_collection, one document per instance holding its
+	// latest resume token; default airlay_resume_tokens.
+	MongoResume string
+
+	// Event sources, one per event type: which collection feeds the type
+	// and how a change becomes an event (see MongoSource). A zero
+	// Collection turns the source off.
+	MongoIssueUpdate   MongoSource // issueUpdate
+	MongoNotification  MongoSource // notification
+	MongoDatasetUpdate MongoSource // datasetUpdate
+	MongoUploadFile    MongoSource // uploadFile
+	MongoDownloadFile  MongoSource // downloadFile
 }
+
+// MongoSource says how changes to one collection become events of one type.
+// In config.ini it is one line of name=value pairs, for example
+//
+//	uploadFile = collection=uploads operations=insert,update,replace id=dataset finished=status:finished data=fields:_id,name
+//
+// A pair that is left out keeps the type's default; "off" turns the source
+// off.
+type MongoSource struct {
+	Collection string   // collection: the watched collection; "" when off
+	Operations []string // operations: insert, update, replace, delete
+	// IDField: id, the field holding the event's id: _id (the document's
+	// own) or another field of the document holding an ObjectId.
+	IDField string
+	// UserField: user (notification only), the field holding the
+	// recipient's ObjectId.
+	UserField string
+	// FinishedField and FinishedValue: finished=FIELD:VALUE, an event only
+	// when a change leaves FIELD equal to VALUE (an insert or replace with
+	// that value, an update that sets it). VALUE true/false is a boolean, a
+	// number is a number, anything else a string. Empty: every change.
+	FinishedField, FinishedValue string
+	// Data: data, what goes into the event's data array: changed (updates:
+	// the changed top-level field names), none, document (the document), or
+	// fields:A,B (an object with those fields of the document).
+	Data       string
+	DataFields []string // the fields of data=fields:A,B
+}
+
+// Source operations and data modes of a MongoSource.
+var (
+	MongoOperations = []string{"insert", "update", "replace", "delete"}
+	MongoDataModes  = []string{"changed", "none", "document", "fields"}
+)
 
 // Defaults returns a Config with the default of every setting.
 func Defaults() Config {
@@ -94,7 +183,10 @@ func Defaults() Config {
 		MaxPublishEvents: 1000,
 		FileTTL:          5 * time.Minute,
 		MaxFileBytes:     100 << 20,
-		SendQueue:        64,
+		MaxFilesBytes:    1 << 30,
+		MaxFiles:         1000,
+		SendQueue:        256,
+		SendQueueBytes:   4 << 20,
 		WriteTimeout:     10 * time.Second,
 		PingInterval:     25 * time.Second,
 		PongTimeout:      60 * time.Second,
@@ -105,7 +197,71 @@ func Defaults() Config {
 		LogFormat:        "text",
 		LogLevel:         slog.LevelInfo,
 		MongoDatabase:    "airlay",
+
+		MongoUsers:         "users",
+		MongoDatasets:      "datasets",
+		MongoDatasetAccess: []string{"owner", "members"},
+		MongoCacheTTL:      5 * time.Second,
+		MongoCacheSize:     100000,
+		MongoQueryTimeout:  3 * time.Second,
+		MongoEvents:        "airlay_events",
+		MongoEventsTTL:     time.Hour,
+		MongoResume:        "airlay_resume_tokens",
+		MongoIssueUpdate:   defaultSource(events.IssueUpdate),
+		MongoNotification:  defaultSource(events.Notification),
+		MongoDatasetUpdate: defaultSource(events.DatasetUpdate),
+		MongoUploadFile:    defaultSource(events.UploadFile),
+		MongoDownloadFile:  defaultSource(events.DownloadFile),
 	}
+}
+
+// defaultSource returns the default source of an event type: they fit the
+// airlay database (issues, datasets, uploads, exports, notifications).
+func defaultSource(t events.Type) MongoSource {
+	all := []string{"insert", "update", "replace", "delete"}
+	switch t {
+	case events.IssueUpdate:
+		return MongoSource{Collection: "issues", Operations: all, IDField: "_id", Data: "changed"}
+	case events.DatasetUpdate:
+		return MongoSource{Collection: "datasets", Operations: all, IDField: "_id", Data: "changed"}
+	case events.UploadFile:
+		return MongoSource{Collection: "uploads", Operations: []string{"insert", "update", "replace"}, IDField: "dataset",
+			FinishedField: "status", FinishedValue: "finished", Data: "fields", DataFields: []string{"_id", "name"}}
+	case events.DownloadFile:
+		return MongoSource{Collection: "exports", Operations: []string{"insert", "update", "replace"}, IDField: "_id",
+			FinishedField: "status", FinishedValue: "finished", Data: "fields", DataFields: []string{"url", "name"}}
+	case events.Notification:
+		return MongoSource{Collection: "notifications", Operations: []string{"insert"}, IDField: "_id", UserField: "user", Data: "document"}
+	}
+	return MongoSource{}
+}
+
+// MongoSources returns the configured sources by event type, in the order
+// of events.Types; a source that is off is left out.
+func (c *Config) MongoSources() map[events.Type]MongoSource {
+	out := make(map[events.Type]MongoSource)
+	for _, t := range events.Types {
+		if src := *c.mongoSource(t); src.Collection != "" {
+			out[t] = src
+		}
+	}
+	return out
+}
+
+func (c *Config) mongoSource(t events.Type) *MongoSource {
+	switch t {
+	case events.IssueUpdate:
+		return &c.MongoIssueUpdate
+	case events.Notification:
+		return &c.MongoNotification
+	case events.DatasetUpdate:
+		return &c.MongoDatasetUpdate
+	case events.UploadFile:
+		return &c.MongoUploadFile
+	case events.DownloadFile:
+		return &c.MongoDownloadFile
+	}
+	return nil
 }
 
 // ConfigError is a bad setting: it names the file, the section and the key.
@@ -164,7 +320,10 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		"files_dir":          p.path(&c.FilesDir),
 		"file_ttl":           p.duration(&c.FileTTL, time.Second),
 		"max_file_bytes":     p.size(&c.MaxFileBytes, 1),
+		"max_files_bytes":    p.size(&c.MaxFilesBytes, 1),
+		"max_files":          p.count(&c.MaxFiles, 1),
 		"send_queue":         p.count(&c.SendQueue, 1),
+		"send_queue_bytes":   p.size(&c.SendQueueBytes, 1024),
 		"write_timeout":      p.duration(&c.WriteTimeout, 10*time.Millisecond),
 		"ping_interval":      p.duration(&c.PingInterval, 10*time.Millisecond),
 		"pong_timeout":       p.duration(&c.PongTimeout, 10*time.Millisecond),
@@ -174,11 +333,26 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		"shutdown_timeout":   p.duration(&c.ShutdownTimeout, 10*time.Millisecond),
 		"log_format":         p.oneOf(&c.LogFormat, "text", "json"),
 		"log_level":          p.level(&c.LogLevel),
+		"live_page":          p.boolean(&c.LivePage),
 	})
-	p.section(f, SectionMongo, map[string]func(string) error{
-		"uri":      p.str(&c.MongoURI),
-		"database": p.str(&c.MongoDatabase),
-	})
+	mongoKeys := map[string]func(string) error{
+		"uri":                 p.str(&c.MongoURI),
+		"database":            p.str(&c.MongoDatabase),
+		"instance":            p.str(&c.MongoInstance),
+		"users_collection":    p.name(&c.MongoUsers),
+		"datasets_collection": p.name(&c.MongoDatasets),
+		"dataset_access":      p.list(&c.MongoDatasetAccess),
+		"cache_ttl":           p.duration(&c.MongoCacheTTL, 0),
+		"cache_size":          p.count(&c.MongoCacheSize, 1),
+		"query_timeout":       p.duration(&c.MongoQueryTimeout, 10*time.Millisecond),
+		"events_collection":   p.name(&c.MongoEvents),
+		"events_ttl":          p.duration(&c.MongoEventsTTL, time.Second),
+		"resume_collection":   p.name(&c.MongoResume),
+	}
+	for _, t := range events.Types {
+		mongoKeys[t.String()] = p.source(t, c.mongoSource(t))
+	}
+	p.section(f, SectionMongo, mongoKeys)
 	if p.err != nil {
 		return nil, p.err
 	}
@@ -188,11 +362,26 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if c.PongTimeout <= c.PingInterval {
 		return nil, &ConfigError{File: path, Section: SectionServer, Key: "pong_timeout", Err: fmt.Errorf("%v must be longer than ping_interval (%v)", c.PongTimeout, c.PingInterval)}
 	}
+	if c.MaxFilesBytes < c.MaxFileBytes {
+		return nil, &ConfigError{File: path, Section: SectionServer, Key: "max_files_bytes", Err: fmt.Errorf("%d bytes is less than max_file_bytes (%d bytes)", c.MaxFilesBytes, c.MaxFileBytes)}
+	}
 	if c.MongoURI != "" && c.MongoDatabase == "" {
 		return nil, &ConfigError{File: path, Section: SectionMongo, Key: "database", Err: errors.New("required when uri is set")}
 	}
+	for _, t := range events.Types {
+		if src := c.mongoSource(t); src.Collection != "" && src.Collection == c.MongoEvents {
+			return nil, &ConfigError{File: path, Section: SectionMongo, Key: "events_collection", Err: fmt.Errorf("%q is also the collection of %s", c.MongoEvents, t)}
+		}
+	}
+	if c.MongoURI != "" && c.MaxPublishBytes > MaxMongoPublishBytes {
+		return nil, &ConfigError{File: path, Section: SectionServer, Key: "max_publish_bytes", Err: fmt.Errorf("at most %d bytes (8MiB) with MongoDB: one publish is one document, and a document holds at most 16MiB", int64(MaxMongoPublishBytes))}
+	}
 	return &c, nil
 }
+
+// MaxMongoPublishBytes is the largest max_publish_bytes with MongoDB: a
+// publish is written as one document (16 MiB at most in MongoDB).
+const MaxMongoPublishBytes = 8 << 20
 
 // ListenAddr returns address:port.
 func (c *Config) ListenAddr() string {
@@ -250,6 +439,139 @@ func (p *parser) section(f *ini.File, name string, keys map[string]func(string) 
 
 func (p *parser) str(dst *string) func(string) error {
 	return func(v string) error { *dst = v; return nil }
+}
+
+// name parses a collection name: not empty, no "$", no NUL, not system.*.
+func (p *parser) name(dst *string) func(string) error {
+	return func(v string) error {
+		if err := checkCollection(v); err != nil {
+			return err
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func checkCollection(v string) error {
+	if v == "" || strings.ContainsAny(v, "$\x00") || strings.HasPrefix(v, "system.") || strings.HasPrefix(v, ".") {
+		return fmt.Errorf("%q is not a collection name", v)
+	}
+	return nil
+}
+
+// list parses a comma-separated list of field names (at least one).
+func (p *parser) list(dst *[]string) func(string) error {
+	return func(v string) error {
+		out, err := fieldList(v)
+		if err != nil {
+			return err
+		}
+		*dst = out
+		return nil
+	}
+}
+
+func fieldList(v string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if strings.HasPrefix(f, "$") || strings.HasPrefix(f, ".") || strings.HasSuffix(f, ".") || strings.Contains(f, "..") || strings.ContainsAny(f, " \x00") {
+			return nil, fmt.Errorf("%q is not a field name", f)
+		}
+		out = append(out, f)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty: list at least one field")
+	}
+	return out, nil
+}
+
+// source parses one event source line: name=value pairs over the type's
+// default, or "off".
+func (p *parser) source(t events.Type, dst *MongoSource) func(string) error {
+	return func(v string) error {
+		if v == "off" {
+			*dst = MongoSource{}
+			return nil
+		}
+		src := defaultSource(t)
+		for _, pair := range strings.Fields(v) {
+			name, val, ok := strings.Cut(pair, "=")
+			if !ok || val == "" {
+				return fmt.Errorf("%q is not name=value (names: collection, operations, id, user, finished, data; or the whole value off)", pair)
+			}
+			switch name {
+			case "collection":
+				if err := checkCollection(val); err != nil {
+					return err
+				}
+				src.Collection = val
+			case "operations":
+				var ops []string
+				for _, op := range strings.Split(val, ",") {
+					if !slices.Contains(MongoOperations, op) {
+						return fmt.Errorf("operation %q is not one of %s", op, strings.Join(MongoOperations, ", "))
+					}
+					if !slices.Contains(ops, op) {
+						ops = append(ops, op)
+					}
+				}
+				src.Operations = ops
+			case "id":
+				f, err := fieldList(val)
+				if err != nil || len(f) != 1 {
+					return fmt.Errorf("id %q is not one field name", val)
+				}
+				src.IDField = val
+			case "user":
+				if !t.PerUser() {
+					return fmt.Errorf("user is only for %s", events.Notification)
+				}
+				f, err := fieldList(val)
+				if err != nil || len(f) != 1 {
+					return fmt.Errorf("user %q is not one field name", val)
+				}
+				src.UserField = val
+			case "finished":
+				field, value, ok := strings.Cut(val, ":")
+				if f, err := fieldList(field); !ok || err != nil || len(f) != 1 || value == "" {
+					return fmt.Errorf("finished %q is not FIELD:VALUE", val)
+				}
+				src.FinishedField, src.FinishedValue = field, value
+			case "data":
+				mode, fields, hasFields := strings.Cut(val, ":")
+				if !slices.Contains(MongoDataModes, mode) || hasFields != (mode == "fields") {
+					return fmt.Errorf("data %q is not changed, none, document or fields:A,B", val)
+				}
+				src.Data, src.DataFields = mode, nil
+				if hasFields {
+					f, err := fieldList(fields)
+					if err != nil {
+						return fmt.Errorf("data %q: %v", val, err)
+					}
+					src.DataFields = f
+				}
+			default:
+				return fmt.Errorf("unknown name %q (names: collection, operations, id, user, finished, data)", name)
+			}
+		}
+		if slices.Contains(src.Operations, "delete") {
+			if src.IDField != "_id" {
+				return fmt.Errorf("operation delete needs id=_id: a deleted document is gone, only its _id is known")
+			}
+			if src.FinishedField != "" {
+				return fmt.Errorf("operation delete cannot be combined with finished: a deleted document has no state")
+			}
+			if t.PerUser() {
+				return fmt.Errorf("operation delete is not for %s: the recipient of a deleted document is unknown", t)
+			}
+		}
+		*dst = src
+		return nil
+	}
 }
 
 func (p *parser) path(dst *string) func(string) error {
@@ -321,6 +643,20 @@ func (p *parser) oneOf(dst *string, allowed ...string) func(string) error {
 			}
 		}
 		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+}
+
+func (p *parser) boolean(dst *bool) func(string) error {
+	return func(v string) error {
+		switch strings.ToLower(v) {
+		case "true", "yes", "on", "1":
+			*dst = true
+		case "false", "no", "off", "0":
+			*dst = false
+		default:
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		return nil
 	}
 }
 

@@ -32,15 +32,11 @@ type conn struct {
 	expires time.Time // latest exp among the valid tokens presented
 	timer   *time.Timer
 	subs    map[events.Key]struct{}
-	// inflight holds deliveries queued to melody and not yet written, in
-	// order, so that each write can be matched to its event (latency,
-	// ?wait counts). Bounded by the send queue.
-	inflight []*events.Delivery
-	gone     bool // disconnected: nothing more is queued
+	gone    bool // disconnected
 
-	// queued counts text frames handed to melody and not yet written; the
-	// batchConn holds a frame back while more wait.
-	queued atomic.Int32
+	logUser atomic.Pointer[string] // user for log lines, readable without mu
+
+	queue sendQueue
 	// roomAt is the queue length an answer waits to drop below (0: no one
 	// waits); room wakes it.
 	roomAt atomic.Int32
@@ -54,49 +50,52 @@ var _ events.Subscriber = (*conn)(nil)
 
 // LogValue describes the connection in log lines; never the token.
 func (c *conn) LogValue() slog.Value {
-	c.mu.Lock()
-	user := c.user
-	c.mu.Unlock()
+	user := ""
+	if p := c.logUser.Load(); p != nil {
+		user = *p
+	}
 	return slog.GroupValue(slog.Uint64("id", c.id), slog.String("user", user), slog.String("remote", c.sess.Request.RemoteAddr))
 }
 
-// Send queues a delivery. It never blocks: a full queue makes melody call
-// the error hook, which drops this connection as a slow consumer.
+// write hands a frame to melody; the queue calls it under its lock.
+func (c *conn) write(frame []byte) { _ = c.sess.Write(frame) }
+
+// Send queues a delivery. It never blocks: a connection whose queue is full
+// is closed as a slow consumer.
 func (c *conn) Send(d *events.Delivery) {
-	c.mu.Lock()
-	if c.gone {
-		c.mu.Unlock()
-		if d.Tracker != nil {
-			d.Tracker.Dropped()
-		}
+	switch c.queue.push(d, c.write) {
+	case pushed:
+		return
+	case pushFull:
+		c.slowConsumer()
+	}
+	if d.Tracker != nil {
+		d.Tracker.Dropped()
+	}
+}
+
+// slowConsumer closes the connection with 4008, once.
+func (c *conn) slowConsumer() {
+	if c.closing.Load() {
 		return
 	}
-	c.inflight = append(c.inflight, d)
-	c.mu.Unlock()
-	c.queued.Add(1)
-	_ = c.sess.Write(d.Frame) // a closed session is settled by disconnected
+	c.srv.metrics.slowConsumers.Inc()
+	c.srv.log.Warn("slow consumer: send queue full, closing", "conn", c, "code", CloseSlowConsumer)
+	c.close(CloseSlowConsumer, "slow consumer")
 }
 
 // sent is called by melody's writer after each text frame was written.
 func (c *conn) sent(frame []byte) {
-	if q := c.queued.Add(-1); q < c.roomAt.Load() {
+	d := c.queue.sent(c.write)
+	if q := c.queue.length.Load(); q < c.roomAt.Load() {
 		select {
 		case c.room <- struct{}{}:
 		default:
 		}
 	}
-	c.mu.Lock()
-	if len(c.inflight) == 0 || &c.inflight[0].Frame[0] != &frame[0] {
-		c.mu.Unlock()
-		return // a response, not an event
+	if d == nil || d.Accepted.IsZero() {
+		return // an answer
 	}
-	d := c.inflight[0]
-	c.inflight[0] = nil
-	c.inflight = c.inflight[1:]
-	if len(c.inflight) == 0 {
-		c.inflight = c.inflight[:0:0] // let the backing array go once drained
-	}
-	c.mu.Unlock()
 	c.srv.metrics.delivered.Inc()
 	c.srv.metrics.latency.Observe(time.Since(d.Accepted).Seconds())
 	if d.Tracker != nil {
@@ -107,7 +106,7 @@ func (c *conn) sent(frame []byte) {
 // awaitRoom waits until fewer than limit frames are queued, at most
 // timeout. Only the connection's reader calls it.
 func (c *conn) awaitRoom(limit int32, timeout time.Duration) bool {
-	if c.queued.Load() < limit {
+	if c.queue.length.Load() < limit {
 		return true
 	}
 	timer := time.NewTimer(timeout)
@@ -115,13 +114,13 @@ func (c *conn) awaitRoom(limit int32, timeout time.Duration) bool {
 	defer c.roomAt.Store(0)
 	for {
 		c.roomAt.Store(limit)
-		if c.queued.Load() < limit || c.closing.Load() {
+		if c.queue.length.Load() < limit || c.closing.Load() {
 			return true
 		}
 		select {
 		case <-c.room:
 		case <-timer.C:
-			return c.queued.Load() < limit
+			return c.queue.length.Load() < limit
 		}
 	}
 }
@@ -136,6 +135,7 @@ func (c *conn) claim(cl auth.Claims) bool {
 	}
 	if c.user == "" {
 		c.user, c.name = cl.UserID, cl.Name
+		c.logUser.Store(&cl.UserID)
 	}
 	if cl.ExpiresAt.After(c.expires) {
 		c.expires = cl.ExpiresAt
@@ -190,7 +190,7 @@ func (c *conn) setReason(reason string) {
 	c.closeReason.CompareAndSwap(nil, &reason)
 }
 
-// disconnected removes every subscription and settles what was in flight.
+// disconnected removes every subscription and settles what was queued.
 func (c *conn) disconnected() (subs int) {
 	c.mu.Lock()
 	c.gone = true
@@ -199,13 +199,11 @@ func (c *conn) disconnected() (subs int) {
 	}
 	keys := c.subs
 	c.subs = nil
-	pending := c.inflight
-	c.inflight = nil
 	c.mu.Unlock()
 	for k := range keys {
 		c.srv.hub.Unsubscribe(k, c)
 	}
-	for _, d := range pending {
+	for _, d := range c.queue.close() {
 		if d.Tracker != nil {
 			d.Tracker.Dropped()
 		}

@@ -27,7 +27,7 @@ type metrics struct {
 	publishRequests  *prometheus.CounterVec
 }
 
-func newMetrics(hub *events.Hub) *metrics {
+func newMetrics(hub *events.Hub, extra []prometheus.Collector) *metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
@@ -53,6 +53,9 @@ func newMetrics(hub *events.Hub) *metrics {
 	})
 	m.publishRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_publish_requests_total", Help: "POST /api/events requests, by HTTP status."}, []string{"status"})
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.closes, m.subscriptions, reqs, m.published, m.delivered, m.slowConsumers, m.latency, m.publishRequests} {
+		f(c)
+	}
+	for _, c := range extra {
 		f(c)
 	}
 	return m

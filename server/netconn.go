@@ -41,7 +41,7 @@ type batchConn struct {
 // more reports whether frames beyond the one being written wait in the queue.
 func (b *batchConn) more() bool {
 	c := b.owner.Load()
-	return c != nil && c.queued.Load() > 1
+	return c != nil && c.queue.length.Load() > 1
 }
 
 func (b *batchConn) Write(p []byte) (int, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/airlay/airlay/auth"
 	"github.com/airlay/airlay/events"
 	"github.com/olahol/melody"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Version is reported by /api/config and `airlay-cli version`; release
@@ -28,6 +29,14 @@ type Options struct {
 	Store  auth.Store   // nil: auth.Open (no MongoDB: every user and dataset exists)
 	Broker events.Broker
 	// Broker nil: an in-memory broker feeding this server's hub.
+
+	// Ready, when not nil, reports whether the dependencies (MongoDB) are
+	// usable: /readyz answers 503 while it returns an error, and the log
+	// says why. Nil: ready while serving.
+	Ready func() error
+	// Collectors are more Prometheus collectors served on /metrics (the
+	// MongoDB package's).
+	Collectors []prometheus.Collector
 }
 
 // Server is one event server instance.
@@ -41,10 +50,16 @@ type Server struct {
 	mel      *melody.Melody
 	metrics  *metrics
 	http     *http.Server
+	ready    func() error
+	notReady atomic.Pointer[string] // the last reason /readyz gave, to log changes only
 
-	closing   atomic.Bool
-	connSeq   atomic.Uint64
-	connCount atomic.Int64 // accepted /ws requests, for max_connections
+	files       *fileStore // temporary download links; nil when publish_token is empty
+	fileMetrics *fileMetrics
+
+	closing    atomic.Bool
+	publishing atomic.Int64 // POST /api/events in progress
+	connSeq    atomic.Uint64
+	connCount  atomic.Int64 // accepted /ws requests, for max_connections
 
 	connsMu      sync.Mutex
 	conns        map[*conn]struct{}
@@ -62,6 +77,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cfg:   cfg,
 		log:   opts.Logger,
 		store: opts.Store,
+		ready: opts.Ready,
 		hub:   events.NewHub(),
 		conns: make(map[*conn]struct{}),
 	}
@@ -81,7 +97,10 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cacheSize = -1 // auth: negative disables
 	}
 	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
-	s.metrics = newMetrics(s.hub)
+	s.metrics = newMetrics(s.hub, opts.Collectors)
+	if err := s.openFiles(); err != nil {
+		return nil, err
+	}
 	s.mel = s.newMelody()
 	s.http = &http.Server{
 		Handler:           s.Handler(),
@@ -106,10 +125,13 @@ func (s *Server) Handler() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("/api/events", s.handlePublish)
 	api.HandleFunc("GET /api/config", s.handleConfig)
+	api.HandleFunc("/api/files", s.handleFileUpload)
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
 	})
 	mux.Handle("/api/", s.cors(api))
+	mux.HandleFunc("GET /files/{key}/{name}", s.handleFileDownload)
+	s.clientRoutes(mux) // GET /client/airlay.js; GET /live when live_page is on
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
 	})
@@ -145,7 +167,16 @@ func (s *Server) ListenAndServe() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.log.Info("shutting down")
-	err := s.http.Shutdown(ctx) // closes the listener, waits for HTTP handlers
+	// net/http closes the listener at once, then waits for the requests in
+	// progress, and also (up to 5 s) for connections opened but never used,
+	// which browsers open ahead of time: so it runs beside the rest.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.http.Shutdown(ctx) }()
+	// Publishes in progress finish first, so that their events reach the
+	// connections before the 1001.
+	for s.publishing.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 	s.connsMu.Lock()
 	list := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -174,10 +205,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range list {
 			_ = c.sess.WebsocketConnection().Close()
 		}
-		if err == nil {
-			err = ctx.Err()
-		}
 	}
+	var err error
+	select {
+	case err = <-httpDone:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.closeFiles()
 	s.log.Info("shut down", "connections_closed", len(list))
 	return err
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -22,7 +24,7 @@ const storeTimeout = 5 * time.Second
 func (s *Server) newMelody() *melody.Melody {
 	m := melody.New()
 	m.Config.MaxMessageSize = s.cfg.MaxMessageBytes
-	m.Config.MessageBufferSize = s.cfg.SendQueue
+	m.Config.MessageBufferSize = min(windowFrames, s.cfg.SendQueue)
 	m.Config.WriteWait = s.cfg.WriteTimeout
 	m.Config.PingPeriod = s.cfg.PingInterval
 	m.Config.PongWait = s.cfg.PongTimeout
@@ -63,6 +65,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.connCount.Add(-1)
 	c := &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{}), room: make(chan struct{}, 1)}
+	c.queue.maxFrames, c.queue.maxBytes, c.queue.window = s.cfg.SendQueue, int(s.cfg.SendQueueBytes), min(windowFrames, s.cfg.SendQueue)
 	if err := s.mel.HandleRequestWithKeys(w, r, map[string]any{connKey: c}); err != nil {
 		// The upgrader has answered (403 for a refused origin, 400 for a
 		// bad handshake).
@@ -120,13 +123,21 @@ func (s *Server) wsError(sess *melody.Session, err error) {
 	var ce *websocket.CloseError
 	switch {
 	case errors.Is(err, melody.ErrMessageBufferFull):
-		if !c.closing.Load() {
-			s.metrics.slowConsumers.Inc()
-			s.log.Warn("slow consumer: send queue full, closing", "conn", c, "code", CloseSlowConsumer)
-		}
-		c.close(CloseSlowConsumer, "slow consumer")
+		// The queue never hands melody more than its channel holds; should
+		// it happen all the same, the frame is lost: drop the connection.
+		c.slowConsumer()
 	case errors.Is(err, melody.ErrWriteClosed), errors.Is(err, melody.ErrSessionClosed):
 		// a write raced with the close; disconnected settles it
+	case isWriteTimeout(err):
+		// The peer stopped reading: its socket buffer is full and a write
+		// waited write_timeout. That is a slow consumer too, though its
+		// queue may not have filled (and no close frame can get through).
+		if c.closing.CompareAndSwap(false, true) {
+			reason := "slow consumer"
+			c.closeReason.Store(&reason)
+			s.metrics.slowConsumers.Inc()
+			s.log.Warn("slow consumer: write timed out, dropping", "conn", c)
+		}
 	case errors.Is(err, websocket.ErrReadLimit):
 		c.setReason("message too big")
 	case errors.As(err, &ce):
@@ -135,6 +146,22 @@ func (s *Server) wsError(sess *melody.Session, err error) {
 	default:
 		c.setReason(fmt.Sprintf("connection error: %v", err))
 	}
+}
+
+// isWriteTimeout reports whether err is a socket write that hit its
+// deadline.
+// gorilla replaces a timeout's *net.OpError by an error of its own that
+// keeps only the text ("write tcp ...: i/o timeout") and Timeout().
+func isWriteTimeout(err error) bool {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Op == "write"
+	}
+	return strings.HasPrefix(err.Error(), "write ")
 }
 
 // wsMessage answers one text frame. melody calls it serially per connection,
@@ -155,14 +182,9 @@ func (s *Server) answer(sess *melody.Session, code events.Code) {
 	// here (its own reader goroutine), keeping half of the send queue free
 	// for events; only if the queue does not drain within write_timeout is
 	// it a slow consumer.
-	if !c.awaitRoom(int32(max(1, s.cfg.SendQueue/2)), s.cfg.WriteTimeout) {
-		s.metrics.slowConsumers.Inc()
-		s.log.Warn("slow consumer: answers not read, closing", "conn", c, "code", CloseSlowConsumer)
-		c.close(CloseSlowConsumer, "slow consumer")
-		return
+	if !c.awaitRoom(int32(max(1, s.cfg.SendQueue/2)), s.cfg.WriteTimeout) || c.queue.push(answerDeliveries[code], c.write) == pushFull {
+		c.slowConsumer()
 	}
-	c.queued.Add(1)
-	_ = sess.Write(code.Frame())
 }
 
 // handleRequest runs the checks in the contract's order: shape (5), token
@@ -183,8 +205,12 @@ func (s *Server) handleRequest(c *conn, frame []byte) events.Code {
 	if owner := c.owner(); owner != "" && owner != claims.UserID {
 		return events.InvalidToken
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
+	ctx := context.Background()
+	if _, open := s.store.(auth.Open); !open { // the open store needs no deadline (and its timer)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, storeTimeout)
+		defer cancel()
+	}
 	ok, err := s.store.UserExists(ctx, claims.UserID)
 	if err != nil {
 		s.log.Warn("user check failed", "conn", c, "err", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlay/airlay"
 	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/mongodb"
 	"github.com/airlay/airlay/server"
 )
 
@@ -35,6 +36,10 @@ commands:
                             print a development access token (RS256)
   keygen DIR                write DIR/jwt.pem and DIR/jwt-private.pem (kept if both exist)
   config                    print the example config.ini with every key
+  listen --url ws://HOST:PORT/ws [--filter RE] [--count N] [--timeout D] [--reconnect] type[:id]...
+                            print events as JSON lines (token: $AIRLAY_TOKEN or --token-file)
+  publish --url http://HOST:PORT [--wait S] (EVENT_JSON | --file F)
+                            publish events (token: $AIRLAY_PUBLISH_TOKEN or --token-file)
 
 Run "airlay-cli web_socket <command> --help" for more.
 `
@@ -112,6 +117,10 @@ func webSocket(args []string, stdout, stderr io.Writer) error {
 		return cmdToken(args[1:], stdout, stderr)
 	case cmd == "keygen":
 		return cmdKeygen(args[1:], stdout, stderr)
+	case cmd == "listen":
+		return cmdListen(args[1:], stdout, stderr)
+	case cmd == "publish":
+		return cmdPublish(args[1:], stdout, stderr)
 	case cmd == "config":
 		if err := noArgs(newFlags("config", "", stdout), args[1:], stdout); err != nil {
 			return err
@@ -186,16 +195,44 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	srv, err := server.New(cfg, server.Options{Logger: log})
+	opts := server.Options{Logger: log}
+	var mg *mongodb.Mongo
+	mode := func() {
+		log.Info("mode: without MongoDB (events only from POST /api/events; users and datasets are not checked)")
+	}
+	if cfg.MongoURI != "" {
+		if mg, mode, err = connectMongo(cfg, log); err != nil {
+			return err
+		}
+		opts.Store, opts.Broker, opts.Ready, opts.Collectors = mg.Store, mg.Broker, mg.Ready, mg.Collectors()
+	}
+	srv, err := server.New(cfg, opts)
 	if err != nil {
+		if mg != nil {
+			_ = mg.Close(context.Background())
+		}
 		return err
 	}
+	mode()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	srcCtx, stopSource := context.WithCancel(context.Background())
+	defer stopSource()
+	sourceDone := make(chan struct{})
+	if mg != nil {
+		go func() {
+			defer close(sourceDone)
+			_ = mg.Source.Run(srcCtx, srv.Hub())
+		}()
+	} else {
+		close(sourceDone)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.ListenAndServe() }()
 	select {
 	case err := <-served:
+		stopSource()
+		<-sourceDone
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr(), err)
 	case <-ctx.Done():
 	}
@@ -206,6 +243,18 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		log.Warn("shutdown incomplete", "err", err)
 	}
 	<-served
+	if mg != nil {
+		// The source saves its resume token as it stops.
+		stopSource()
+		select {
+		case <-sourceDone:
+		case <-sctx.Done():
+			log.Warn("change stream did not stop in time; its last token may not be saved")
+		}
+		if err := mg.Close(sctx); err != nil {
+			log.Warn("mongodb disconnect", "err", err)
+		}
+	}
 	return nil
 }
 

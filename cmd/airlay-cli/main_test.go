@@ -581,6 +581,12 @@ func startServer(t *testing.T) *serverProc {
 // answers there.
 func tryStartServer(t *testing.T, port int) (*serverProc, error) {
 	t.Helper()
+	return tryStartServerMongo(t, port, "uri =\n")
+}
+
+// tryStartServerMongo is tryStartServer with mongo as the [mongodb] section.
+func tryStartServerMongo(t *testing.T, port int, mongo string) (*serverProc, error) {
+	t.Helper()
 	dir := t.TempDir()
 	copyFile(t, filepath.Join(sharedKeys(t), "jwt.pem"), filepath.Join(dir, "jwt.pem"))
 	path := writeConfig(t, dir, fmt.Sprintf(`; written by main_test.go
@@ -592,11 +598,10 @@ publish_token = %s
 shutdown_timeout = 5s
 
 [mongodb]
-uri =
-
+%s
 [someOtherPart]
 whatever = ignored
-`, port, publishToken))
+`, port, publishToken, mongo))
 	p := &serverProc{
 		cmd:    exec.Command(bin, "web_socket", "server", "--config", path),
 		stderr: &syncBuffer{},

@@ -1,0 +1,437 @@
+// airlay.js: the browser client of the airlay event server. One ES module,
+// no dependencies; the server serves it at /client/airlay.js.
+//
+//   import { connect } from "https://events.example.com/client/airlay.js";
+//   const client = connect({ token: () => getAccessToken() });
+//   client.on("state", (s) => console.log("airlay", s));
+//   const answer = await client.attach("issueUpdate", "610217e481f6fc54736209e0",
+//     (event) => console.log(event.type, event.id, event.data));
+//   // answer: {status, message, code}; code 0: attached
+//
+// It finds the WebSocket endpoint through GET /api/config, asks the token
+// provider for a token whenever it needs one (and again before the token
+// expires), and after a drop reconnects with exponential backoff and full
+// jitter, re-attaching every subscription. The server's contract is in
+// PROTOCOL.md; the README of the airlay repository documents this module.
+
+const NOTIFICATION = "notification";
+const OBJECT_ID = /^[0-9a-fA-F]{24}$/;
+
+/** Default options. Times in milliseconds. */
+export const DEFAULTS = Object.freeze({
+  minBackoff: 500, // first wait after a drop lies in [minBackoff, 2*minBackoff]
+  maxBackoff: 30000, // no wait is longer
+  connectTimeout: 10000, // one attempt: discovery and WebSocket handshake
+  refreshBefore: 30000, // replace a token this long before its exp; < 0: never ahead of time
+});
+
+/**
+ * backoffDelay returns the wait before attempt n (0 after a connection that
+ * worked): uniformly random in [min, min(max, min * 2^(n+1))], so clients
+ * dropped together come back spread out.
+ */
+export function backoffDelay(n, min, max, random = Math.random) {
+  const ceil = Math.min(max, min * Math.pow(2, n + 1));
+  return min + random() * Math.max(0, ceil - min);
+}
+
+/** tokenExpiry returns the exp of a JWT in ms (unverified), or 0. */
+export function tokenExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    return typeof claims.exp === "number" ? claims.exp * 1000 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function subKey(type, id) {
+  if (type === NOTIFICATION) return NOTIFICATION;
+  return type + ":" + (OBJECT_ID.test(id || "") ? id.toLowerCase() : id || "");
+}
+
+function isOK(a) {
+  return a && a.code === 0 && a.status === 200;
+}
+
+/**
+ * AirlayClient: one connection to the server that comes back after drops.
+ * Events: "state" ({state: "open"} | {state: "close", reason: "normal" |
+ * "drop", code, text, retry} | {state: "fail", error, retry}), "event"
+ * (every event), "error" (a re-attach or token refresh that failed).
+ */
+export class AirlayClient {
+  constructor(options = {}) {
+    const o = { ...DEFAULTS, ...options };
+    this.options = o;
+    // The server: its base URL (discovery through /api/config) or its
+    // ws:// URL. Default: the server that served this module.
+    this.url = o.url || new URL(import.meta.url).origin;
+    this.config = null; // the answer of /api/config once known
+    this.state = "connecting"; // "connecting" | "open" | "closed"
+    this._listeners = { state: new Set(), event: new Set(), error: new Set() };
+    if (o.onState) this.on("state", o.onState);
+    if (o.onEvent) this.on("event", o.onEvent);
+    if (o.onError) this.on("error", o.onError);
+    this._subs = new Map(); // key -> {type, id, callbacks: Set}
+    this._queue = []; // requests waiting for a connection
+    this._pending = []; // requests sent, waiting for their answer, in order
+    this._ws = null;
+    this._up = false; // _ws is open
+    this._attempt = 0;
+    this._closed = false;
+    this._timer = null; // reconnect
+    this._refreshTimer = null;
+    this._token = null; // {value, refreshAt, stale}
+    this._tokenFetch = null;
+    this._flushing = false;
+  }
+
+  /** on subscribes fn to "state", "event" or "error"; returns a function that unsubscribes. */
+  on(name, fn) {
+    this._listeners[name].add(fn);
+    return () => this._listeners[name].delete(fn);
+  }
+
+  /** start connects (connect() calls it). */
+  start() {
+    if (!this._ws && !this._timer && !this._closed) this._connect();
+    return this;
+  }
+
+  /**
+   * attach subscribes to (type, id) and resolves with the server's answer.
+   * With code 0 the callback gets each event of that subscription, and the
+   * subscription is re-attached after every reconnect.
+   */
+  attach(type, id, callback) {
+    return this._request({ action: "attach", type, id, callback });
+  }
+
+  /**
+   * detach removes callback (every callback when none is given); when none
+   * is left it unsubscribes and resolves with the server's answer.
+   */
+  detach(type, id, callback) {
+    const sub = this._subs.get(subKey(type, id));
+    if (sub && callback) {
+      sub.callbacks.delete(callback);
+      if (sub.callbacks.size > 0) return Promise.resolve({ status: 200, message: "Ok", code: 0 });
+    }
+    return this._request({ action: "detach", type, id });
+  }
+
+  /** subscriptions lists what the client holds. */
+  subscriptions() {
+    return [...this._subs.values()].map((s) => ({ type: s.type, id: s.id }));
+  }
+
+  /** close closes the connection (a "normal" close) and stops reconnecting. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._timer);
+    clearTimeout(this._refreshTimer);
+    this._timer = null;
+    for (const r of this._queue.splice(0)) r.reject(new Error("airlay: client closed"));
+    if (this._ws) {
+      this._ws.close(1000);
+    } else {
+      this._setState("closed");
+      this._emit("state", { state: "close", reason: "normal" });
+    }
+  }
+
+  // --- requests ---------------------------------------------------------
+
+  _request(req) {
+    if (this._closed) return Promise.reject(new Error("airlay: client closed"));
+    if (!req.type) return Promise.reject(new Error("airlay: no event type"));
+    return new Promise((resolve, reject) => {
+      this._queue.push({ ...req, resolve, reject });
+      this._flush();
+    });
+  }
+
+  async _flush() {
+    if (this._flushing) return;
+    this._flushing = true;
+    try {
+      while (this._queue.length > 0 && this._up) {
+        const ws = this._ws;
+        let token;
+        try {
+          token = await this._getToken();
+        } catch (err) {
+          const r = this._queue.shift();
+          if (r.internal) this._emit("error", { action: r.action, type: r.type, id: r.id, error: String(err) });
+          r.reject(err);
+          if (r.internal) this._resubscribed(r);
+          continue;
+        }
+        if (ws !== this._ws || !this._up) break; // the connection changed meanwhile
+        const r = this._queue.shift();
+        const event = { type: r.type };
+        if (r.id) event.id = r.id;
+        this._pending.push(r);
+        ws.send(JSON.stringify({ auth: token, action: r.action, event }));
+      }
+    } finally {
+      this._flushing = false;
+    }
+    if (this._queue.length > 0 && this._up) this._flush();
+  }
+
+  _answer(a) {
+    const r = this._pending.shift();
+    if (!r) return;
+    if (a.code === 1 || a.code === 2) this._invalidateToken();
+    if (isOK(a)) {
+      const key = subKey(r.type, r.id);
+      if (r.action === "attach") {
+        let sub = this._subs.get(key);
+        if (!sub) {
+          sub = { type: r.type, id: r.id, callbacks: new Set() };
+          this._subs.set(key, sub);
+        }
+        if (r.callback) sub.callbacks.add(r.callback);
+      } else {
+        this._subs.delete(key);
+      }
+    } else if (r.internal) {
+      this._emit("error", { action: r.action, type: r.type, id: r.id, answer: a });
+    }
+    r.resolve(a);
+    if (r.internal) this._resubscribed(r);
+  }
+
+  _event(e) {
+    const sub = this._subs.get(subKey(e.type, e.id));
+    if (sub) {
+      for (const cb of sub.callbacks) {
+        try {
+          cb(e);
+        } catch (err) {
+          setTimeout(() => {
+            throw err;
+          });
+        }
+      }
+    }
+    this._emit("event", e);
+  }
+
+  // --- tokens -------------------------------------------------------------
+
+  async _getToken() {
+    const t = this._token;
+    if (t && !t.stale && (!t.refreshAt || Date.now() < t.refreshAt)) {
+      if (t.refreshAt && !this._refreshTimer) this._armRefresh(); // disarmed by a close
+      return t.value;
+    }
+    if (!this._tokenFetch) {
+      this._tokenFetch = (async () => {
+        const provider = this.options.token;
+        if (typeof provider !== "function") throw new Error("airlay: no token provider (options.token)");
+        const value = String((await provider()) || "").trim();
+        if (!value) throw new Error("airlay: the token provider returned no token");
+        const now = Date.now();
+        const exp = tokenExpiry(value);
+        let refreshAt = 0;
+        if (exp && this.options.refreshBefore >= 0 && !(t && t.value === value)) {
+          // refreshBefore ahead of exp, but not before 3/4 of its remaining life
+          refreshAt = Math.max(exp - this.options.refreshBefore, now + ((exp - now) * 3) / 4);
+        }
+        this._token = { value, refreshAt, stale: false };
+        this._armRefresh();
+        return value;
+      })().finally(() => {
+        this._tokenFetch = null;
+      });
+    }
+    return this._tokenFetch;
+  }
+
+  _invalidateToken() {
+    if (this._token) this._token.stale = true;
+  }
+
+  _armRefresh() {
+    clearTimeout(this._refreshTimer);
+    const t = this._token;
+    if (!t || !t.refreshAt || this._closed) return;
+    const fire = () => {
+      // An idempotent attach with the new token extends the connection.
+      const first = this._subs.values().next().value;
+      if (!first || !this._up) {
+        // Nothing held yet, or between connections: look again shortly
+        // rather than let the token run out.
+        if (!this._closed) this._refreshTimer = setTimeout(fire, 250);
+        return;
+      }
+      this._request({ action: "attach", type: first.type, id: first.id, internal: "refresh" }).catch(() => {});
+    };
+    this._refreshTimer = setTimeout(fire, Math.max(0, t.refreshAt - Date.now()));
+  }
+
+  // --- the connection -------------------------------------------------------
+
+  async _wsURL() {
+    if (/^wss?:/.test(this.url)) return this.url;
+    if (!this.config) {
+      const ctl = new AbortController();
+      const timer = setTimeout(() => ctl.abort(), this.options.connectTimeout);
+      try {
+        const r = await fetch(new URL("/api/config", this.url), { signal: ctl.signal, cache: "no-store" });
+        if (!r.ok) throw new Error("GET /api/config answered " + r.status);
+        this.config = await r.json();
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    const u = new URL(this.config.websocket || "/ws", this.url);
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    return u.href;
+  }
+
+  async _connect() {
+    this._timer = null;
+    if (this._closed) return;
+    this._setState("connecting");
+    let url;
+    try {
+      url = await this._wsURL();
+    } catch (err) {
+      this._failed("discovery at " + this.url + " failed: " + (err && err.message ? err.message : err));
+      return;
+    }
+    if (this._closed) return;
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (err) {
+      this._failed(String(err));
+      return;
+    }
+    this._ws = ws;
+    let opened = false;
+    const timeout = setTimeout(() => ws.close(), this.options.connectTimeout);
+    ws.onopen = () => {
+      clearTimeout(timeout);
+      opened = true;
+      if (this._closed) {
+        ws.close(1000);
+        return;
+      }
+      this._up = true;
+      this._resubscribe();
+    };
+    ws.onmessage = (m) => {
+      let f;
+      try {
+        f = JSON.parse(m.data);
+      } catch {
+        return;
+      }
+      if (f && typeof f.status === "number") this._answer(f);
+      else if (f && typeof f.type === "string") this._event(f);
+    };
+    ws.onclose = (e) => {
+      clearTimeout(timeout);
+      this._ws = null;
+      this._up = false;
+      // Requests not answered go again on the next connection; re-attaches
+      // are made afresh.
+      const lost = this._pending.splice(0).filter((r) => !r.internal);
+      this._queue = this._queue.filter((r) => !r.internal);
+      this._queue.unshift(...lost);
+      clearTimeout(this._refreshTimer);
+      this._refreshTimer = null;
+      if (this._closed) {
+        for (const r of this._queue.splice(0)) r.reject(new Error("airlay: client closed"));
+        this._setState("closed");
+        this._emit("state", { state: "close", reason: "normal", code: e.code, text: e.reason });
+        return;
+      }
+      if (!opened) {
+        this._failed(
+          "could not open " + url + " (close code " + e.code + "); the server refuses origins not in its allowed_origins",
+        );
+        return;
+      }
+      if (this._wasOpen) this._attempt = 0;
+      if (e.code === 4001) this._invalidateToken();
+      const retry = this._nextDelay();
+      this._emit("state", { state: "close", reason: "drop", code: e.code, text: e.reason, retry });
+      this._schedule(retry);
+    };
+  }
+
+  _resubscribe() {
+    this._wasOpen = false;
+    const subs = [...this._subs.values()];
+    this._resubLeft = subs.length;
+    const reqs = subs.map((s) => ({
+      action: "attach",
+      type: s.type,
+      id: s.id,
+      internal: "resubscribe",
+      resolve: () => {},
+      reject: () => {},
+    }));
+    this._queue = reqs.concat(this._queue.filter((r) => !r.internal));
+    if (subs.length === 0) this._opened();
+    this._flush();
+  }
+
+  _resubscribed(r) {
+    if (r.internal !== "resubscribe") return;
+    if (--this._resubLeft === 0 && this._up) this._opened();
+  }
+
+  _opened() {
+    this._wasOpen = true;
+    this._setState("open");
+    this._emit("state", { state: "open" });
+    this._armRefresh();
+  }
+
+  _failed(error) {
+    if (this._closed) return;
+    const retry = this._nextDelay();
+    this._emit("state", { state: "fail", error, retry });
+    this._schedule(retry);
+  }
+
+  _nextDelay() {
+    const o = this.options;
+    return backoffDelay(this._attempt++, o.minBackoff, o.maxBackoff, o.random || Math.random);
+  }
+
+  _schedule(delay) {
+    this._setState("connecting");
+    this._timer = setTimeout(() => this._connect(), delay);
+  }
+
+  _setState(s) {
+    this.state = s;
+  }
+
+  _emit(name, value) {
+    for (const fn of this._listeners[name]) {
+      try {
+        fn(value);
+      } catch (err) {
+        setTimeout(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
+/** connect returns a client that is connecting. */
+export function connect(options) {
+  return new AirlayClient(options).start();
+}

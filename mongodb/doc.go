@@ -1,0 +1,11 @@
+// Package mongodb connects airlay to MongoDB: events from change streams
+// (a [Source] feeding the hub), users and dataset access (a [Store] with a
+// short cache), and publishing through a collection that every instance
+// watches (a [Broker]), with resume tokens kept per instance.
+//
+// One change stream per instance watches the whole database, filtered on the
+// server to the configured collections and operations. Its resume token is
+// saved in a small collection (one document per instance name), so that a
+// restarted instance continues where it stopped; a resumable error is
+// retried with backoff and resumed after the last delivered change.
+package mongodb

@@ -1,0 +1,32 @@
+package mongodb
+
+import (
+	"errors"
+
+	"go.mongodb.org/mongo-driver/mongo"
+)
+
+// Errors of the package.
+var (
+	// ErrNotStarted: Ready before the change stream was first opened.
+	ErrNotStarted = errors.New("change stream not started")
+	// ErrBadPublished: a document of the events collection that is not a
+	// publish (someone else wrote it); it is logged and skipped.
+	ErrBadPublished = errors.New("not a published event")
+)
+
+// MongoDB error codes the package acts on.
+const (
+	codeChangeStreamFatal       = 280 // the stream cannot resume from its token (older servers: history lost)
+	codeChangeStreamHistoryLost = 286 // the token is older than the oplog
+)
+
+// historyLost reports whether err says the change stream cannot resume from
+// its token: the oplog no longer holds it.
+func historyLost(err error) bool {
+	var se mongo.ServerError
+	if errors.As(err, &se) {
+		return se.HasErrorCode(codeChangeStreamHistoryLost) || se.HasErrorCode(codeChangeStreamFatal)
+	}
+	return false
+}

@@ -1,0 +1,229 @@
+package mongodb
+
+// Integration tests against a real replica set. They run only when
+// AIRLAY_TEST_MONGODB_URI is set, for example with the docker-compose.yml
+// of the repository:
+//
+//	docker compose up -d mongo
+//	AIRLAY_TEST_MONGODB_URI='mongodb://localhost:27017/?directConnection=true' go test -race -run Integration -v ./mongodb/
+//
+// The server must run with enableTestCommands=1 for the fail point test
+// (the compose file sets it). Each test works in a database of its own,
+// dropped at the end.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+)
+
+const integrationEnv = "AIRLAY_TEST_MONGODB_URI"
+
+// integration returns a client of the real MongoDB and a fresh database
+// name, or skips the test.
+func integration(t *testing.T) (*mongo.Client, string, string) {
+	t.Helper()
+	uri := os.Getenv(integrationEnv)
+	if uri == "" {
+		t.Skipf("%s is not set: the integration tests need a MongoDB replica set (docker compose up -d mongo; %s='mongodb://localhost:27017/?directConnection=true' go test -run Integration ./mongodb/)", integrationEnv, integrationEnv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Ping(ctx, nil); err != nil {
+		t.Fatalf("%s=%s: %v", integrationEnv, uri, err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	db := "airlay_test_" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = client.Database(db).Drop(ctx)
+		_ = client.Disconnect(ctx)
+	})
+	return client, uri, db
+}
+
+func integrationConfig(db, instance string) Config {
+	cfg := testConfig()
+	cfg.Database, cfg.Instance = db, instance
+	cfg.MaxAwait = 200 * time.Millisecond
+	cfg.RetryMin, cfg.RetryMax = 50*time.Millisecond, time.Second
+	return cfg
+}
+
+// seed writes users and a dataset.
+func seed(t *testing.T, client *mongo.Client, db string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := client.Database(db).Collection("users").InsertMany(ctx, []any{bson.D{{Key: "_id", Value: userA}}, bson.D{{Key: "_id", Value: userB}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Database(db).Collection("datasets").InsertOne(ctx, bson.D{{Key: "_id", Value: dataset1}, {Key: "owner", Value: userA}, {Key: "members", Value: bson.A{}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Collections exist before the streams open, so that the first writes
+	// are not racing their creation.
+	for _, c := range []string{"issues", "airlay_events", "airlay_resume_tokens"} {
+		_ = client.Database(db).CreateCollection(ctx, c)
+	}
+}
+
+func integrationServer(t *testing.T, uri, db, instance string) *serverEnv {
+	e := startServerWith(t, options.Client().ApplyURI(uri), integrationConfig(db, instance))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if s, _ := e.get("/readyz"); s == 200 {
+			return e
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not 200 within 15s; log:\n%s", e.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestIntegrationChangeToWebSocket: a write to a watched collection reaches
+// a WebSocket client; codes 3 and 4 come from the real collections.
+func TestIntegrationChangeToWebSocket(t *testing.T) {
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	e := integrationServer(t, uri, db, "it-1")
+	tok := e.token(userA.Hex())
+	ws := e.dial()
+	wsDo(t, ws, wsRequest(tok, "attach", "issueUpdate", issue1.Hex()), 0)
+	wsDo(t, ws, wsRequest(tok, "attach", "datasetUpdate", dataset1.Hex()), 0)
+	wsDo(t, ws, wsRequest(tok, "attach", "uploadFile", dataset2.Hex()), 4)
+	wsDo(t, e.dial(), wsRequest(e.token(issue2.Hex()), "attach", "issueUpdate", issue1.Hex()), 3)
+
+	issues := client.Database(db).Collection("issues")
+	ctx := context.Background()
+	if _, err := issues.InsertOne(ctx, bson.D{{Key: "_id", Value: issue1}, {Key: "status", Value: "open"}, {Key: "x", Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := wsRead(t, ws), frame("issueUpdate", issue1, `[]`); got != want {
+		t.Fatalf("insert: %s, want %s", got, want)
+	}
+	if _, err := issues.UpdateByID(ctx, issue1, bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: "done"}}}, {Key: "$unset", Value: bson.D{{Key: "x", Value: ""}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := wsRead(t, ws), frame("issueUpdate", issue1, `["status","x"]`); got != want {
+		t.Fatalf("update: %s, want %s", got, want)
+	}
+	// An upload that finishes, by update (the dataset comes from the
+	// looked-up document).
+	uploads := client.Database(db).Collection("uploads")
+	if _, err := uploads.InsertOne(ctx, bson.D{{Key: "_id", Value: upload1}, {Key: "dataset", Value: dataset1}, {Key: "status", Value: "running"}, {Key: "name", Value: "a.csv"}}); err != nil {
+		t.Fatal(err)
+	}
+	wsDo(t, ws, wsRequest(tok, "attach", "uploadFile", dataset1.Hex()), 0)
+	if _, err := uploads.UpdateByID(ctx, upload1, bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: "finished"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := wsRead(t, ws), frame("uploadFile", dataset1, `[{"_id":"`+upload1.Hex()+`","name":"a.csv"}]`); got != want {
+		t.Fatalf("upload: %s, want %s", got, want)
+	}
+}
+
+// TestIntegrationTwoInstances: two instances share the database; a publish
+// to one reaches the subscribers of both, and ?wait counts this instance's
+// writes.
+func TestIntegrationTwoInstances(t *testing.T) {
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	a := integrationServer(t, uri, db, "it-a")
+	b := integrationServer(t, uri, db, "it-b")
+	wa, wb := a.dial(), b.dial()
+	wsDo(t, wa, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue2.Hex()), 0)
+	wsDo(t, wb, wsRequest(b.token(userB.Hex()), "attach", "issueUpdate", issue2.Hex()), 0)
+	status, ans := a.publish("?wait=10", `{"type":"issueUpdate","id":"`+issue2.Hex()+`","data":["status"]}`)
+	if status != 200 || ans["delivered"] != 1.0 {
+		t.Fatalf("publish answered %d %v, want 200 with delivered 1 (this instance's one subscriber)", status, ans)
+	}
+	want := frame("issueUpdate", issue2, `["status"]`)
+	if got := wsRead(t, wa); got != want {
+		t.Fatalf("instance A: %s", got)
+	}
+	if got := wsRead(t, wb); got != want {
+		t.Fatalf("instance B: %s", got)
+	}
+	n, err := client.Database(db).Collection("airlay_events").CountDocuments(context.Background(), bson.D{})
+	if err != nil || n != 1 {
+		t.Errorf("events collection holds %d documents (%v), want 1", n, err)
+	}
+}
+
+// TestIntegrationFailPoint: errors injected into the stream (a resumable
+// one, a closed connection) are survived with no change lost or doubled.
+func TestIntegrationFailPoint(t *testing.T) {
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	e := integrationServer(t, uri, db, "it-fp")
+	ws := e.dial()
+	wsDo(t, ws, wsRequest(e.token(userA.Hex()), "attach", "issueUpdate", issue1.Hex()), 0)
+	issues := client.Database(db).Collection("issues")
+	ctx := context.Background()
+	if _, err := issues.InsertOne(ctx, bson.D{{Key: "_id", Value: issue1}}); err != nil {
+		t.Fatal(err)
+	}
+	expect := []string{frame("issueUpdate", issue1, `[]`)}
+	admin := client.Database("admin")
+	for round, data := range []bson.D{
+		{{Key: "failCommands", Value: bson.A{"getMore"}}, {Key: "errorCode", Value: 10107}, {Key: "errorLabels", Value: bson.A{"ResumableChangeStreamError"}}},
+		{{Key: "failCommands", Value: bson.A{"getMore"}}, {Key: "closeConnection", Value: true}},
+		{{Key: "failCommands", Value: bson.A{"getMore", "aggregate"}}, {Key: "errorCode", Value: 10107}, {Key: "errorLabels", Value: bson.A{"ResumableChangeStreamError"}}},
+	} {
+		times := 1
+		if round == 2 {
+			times = 3 // the driver's resume fails too: the source's own retry
+		}
+		for i := 0; i < 3; i++ {
+			f := fmt.Sprintf("r%d_%d", round, i)
+			if _, err := issues.UpdateByID(ctx, issue1, bson.D{{Key: "$set", Value: bson.D{{Key: f, Value: 1}}}}); err != nil {
+				t.Fatal(err)
+			}
+			expect = append(expect, frame("issueUpdate", issue1, `["`+f+`"]`))
+		}
+		err := admin.RunCommand(ctx, bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: bson.D{{Key: "times", Value: times}}}, {Key: "data", Value: data}}).Err()
+		if err != nil {
+			t.Fatalf("configureFailPoint (the server needs --setParameter enableTestCommands=1): %v", err)
+		}
+		for i := 3; i < 6; i++ {
+			f := fmt.Sprintf("r%d_%d", round, i)
+			if _, err := issues.UpdateByID(ctx, issue1, bson.D{{Key: "$set", Value: bson.D{{Key: f, Value: 1}}}}); err != nil {
+				t.Fatal(err)
+			}
+			expect = append(expect, frame("issueUpdate", issue1, `["`+f+`"]`))
+		}
+	}
+	var got []string
+	for len(got) < len(expect) {
+		got = append(got, wsRead(t, ws))
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(time.Second))
+	if _, extra, err := ws.ReadMessage(); err == nil {
+		got = append(got, string(extra))
+	} else if ne, ok := err.(interface{ Timeout() bool }); !ok || !ne.Timeout() {
+		if !websocket.IsCloseError(err) {
+			t.Logf("read after the last frame: %v", err)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(expect, "\n") {
+		t.Fatalf("frames (lost or doubled):\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(expect, "\n     "))
+	}
+	_ = admin.RunCommand(ctx, bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}}).Err()
+}

@@ -1,0 +1,66 @@
+package mongodb
+
+import (
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the package's Prometheus series; the server serves them on
+// /metrics beside its own. Labels are bounded: configured collections,
+// cache names, operation names.
+type metrics struct {
+	changes     *prometheus.CounterVec // by collection
+	lag         prometheus.Histogram
+	resumes     prometheus.Counter
+	historyLost prometheus.Counter
+	streamUp    prometheus.Gauge
+	cache       *prometheus.CounterVec // by cache (user, dataset) and result (hit, miss)
+	errors      *prometheus.CounterVec // by operation
+	collections []string
+}
+
+func newMetrics(cfg *Config) *metrics {
+	m := &metrics{}
+	m.changes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_mongodb_change_events_total", Help: "Change events read from the change stream, by collection."}, []string{"collection"})
+	m.collections = append(m.collections, cfg.Events)
+	for _, s := range cfg.Sources {
+		if !slices.Contains(m.collections, s.Collection) {
+			m.collections = append(m.collections, s.Collection)
+		}
+	}
+	for _, c := range m.collections {
+		m.changes.WithLabelValues(c)
+	}
+	m.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "airlay_mongodb_change_lag_seconds",
+		Help:    "Time from a change in MongoDB (its wall or cluster time) to its delivery to the hub.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	})
+	m.resumes = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_mongodb_stream_resumes_total", Help: "Change streams opened after a resume token (by the driver after an error, or by airlay after a failure or a restart)."})
+	m.historyLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_mongodb_history_lost_total", Help: "Times the resume token was older than the oplog and the stream restarted from now (events in between are lost)."})
+	m.streamUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "airlay_mongodb_stream_up", Help: "1 while the change stream is open and answering."})
+	m.cache = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_mongodb_cache_requests_total", Help: "User and dataset-access checks, by cache and result (hit: answered from the cache)."}, []string{"cache", "result"})
+	for _, c := range []string{"user", "dataset"} {
+		for _, r := range []string{"hit", "miss"} {
+			m.cache.WithLabelValues(c, r)
+		}
+	}
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_mongodb_errors_total", Help: "MongoDB operations that failed, by operation."}, []string{"op"})
+	for _, op := range []string{"watch", "find_user", "find_dataset", "insert_event", "save_token", "load_token", "create_index", "decode"} {
+		m.errors.WithLabelValues(op)
+	}
+	return m
+}
+
+// changeRead counts a change of collection coll.
+func (m *metrics) changeRead(coll string) {
+	if !slices.Contains(m.collections, coll) {
+		coll = "other"
+	}
+	m.changes.WithLabelValues(coll).Inc()
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.changes, m.lag, m.resumes, m.historyLost, m.streamUp, m.cache, m.errors}
+}
