@@ -1343,18 +1343,12 @@ func TestStressClassify(t *testing.T) {
 	}
 }
 
-var stressKnown = flag.Bool("stress.known", false, "also run the checks of known server bugs that are reported and not fixed yet")
-
 // TestStressQuietSlowConsumer: a client that stops reading on a key with few
 // events is dropped by write_timeout before its send queue fills. It is a
 // slow consumer all the same and must be counted as one (the metric, the
-// close reason, the warning), but the server reports it as a connection
-// error: wsError sees the writer's "i/o timeout" and files it under
-// "connection error". Known and reported; runs with -stress.known.
+// close reason, the warning). (Found by this suite; wsError filed it under
+// "connection error" before.)
 func TestStressQuietSlowConsumer(t *testing.T) {
-	if !*stressKnown {
-		t.Skip("known server bug: a stuck client dropped by write_timeout is not counted as a slow consumer; run with -stress.known")
-	}
 	t.Parallel()
 	e := newEnv(t, func(c *Config) { c.WriteTimeout = 500 * time.Millisecond })
 	tok := e.token(userA, time.Hour)
