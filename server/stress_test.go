@@ -1345,10 +1345,10 @@ func TestStressClassify(t *testing.T) {
 }
 
 // TestStressQuietSlowConsumer: a client that stops reading on a key with few
-// events is dropped by write_timeout before its send queue fills; it is a
-// slow consumer all the same, in the metric and the close reason. The stress
-// suite found it counted as a connection error (fixed in 0edd069, whose test
-// checks the log).
+// events is dropped by write_timeout before its send queue fills. It is a
+// slow consumer all the same and must be counted as one: the metric and the
+// close reason here, the warning in TestWriteTimeoutIsSlowConsumer. (Found by
+// this suite; wsError filed it under "connection error" before.)
 func TestStressQuietSlowConsumer(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(c *Config) { c.WriteTimeout = 500 * time.Millisecond })
