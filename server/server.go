@@ -58,6 +58,7 @@ type Server struct {
 
 	closing    atomic.Bool
 	publishing atomic.Int64 // POST /api/events in progress
+	upgrading  atomic.Int64 // /ws requests not yet in conns (or failed)
 	connSeq    atomic.Uint64
 	connCount  atomic.Int64 // accepted /ws requests, for max_connections
 
@@ -174,7 +175,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { httpDone <- s.http.Shutdown(ctx) }()
 	// Publishes in progress finish first, so that their events reach the
 	// connections before the 1001.
-	for s.publishing.Load() > 0 && ctx.Err() == nil {
+	// So do upgrades under way: a connection registered after the list
+	// below was taken would miss its 1001.
+	for (s.publishing.Load() > 0 || s.upgrading.Load() > 0) && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.connsMu.Lock()

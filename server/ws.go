@@ -53,6 +53,15 @@ func connOf(sess *melody.Session) *conn {
 
 // handleWS upgrades GET /ws.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	// Counted before the closing check, so that Shutdown either sees this
+	// upgrade and waits for it to register, or this sees the shutdown.
+	s.upgrading.Add(1)
+	registered := false
+	defer func() {
+		if !registered {
+			s.upgrading.Add(-1)
+		}
+	}()
 	if s.closing.Load() {
 		writeAnswer(w, http.StatusServiceUnavailable, "Service unavailable", events.Unavailable)
 		return
@@ -66,6 +75,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer s.connCount.Add(-1)
 	c := &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{}), room: make(chan struct{}, 1)}
 	c.queue.maxFrames, c.queue.maxBytes, c.queue.window = s.cfg.SendQueue, int(s.cfg.SendQueueBytes), min(windowFrames, s.cfg.SendQueue)
+	c.registered = &registered
 	if err := s.mel.HandleRequestWithKeys(w, r, map[string]any{connKey: c}); err != nil {
 		// The upgrader has answered (403 for a refused origin, 400 for a
 		// bad handshake).
@@ -82,6 +92,8 @@ func (s *Server) wsConnect(sess *melody.Session) {
 	s.connsMu.Lock()
 	s.conns[c] = struct{}{}
 	s.connsMu.Unlock()
+	*c.registered = true // wsConnect runs on handleWS's goroutine
+	s.upgrading.Add(-1)
 	s.metrics.connections.Inc()
 	s.metrics.connectionsTotal.Inc()
 	s.log.Info("connection open", "conn", c)
