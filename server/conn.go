@@ -25,9 +25,6 @@ type conn struct {
 	sess   *melody.Session
 	id     uint64
 	opened time.Time
-	// registered is handleWS's flag, set once the connection is in the
-	// server's registry.
-	registered *bool
 
 	mu      sync.Mutex
 	user    string // the user this connection belongs to; "" until the first valid token

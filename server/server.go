@@ -142,11 +142,7 @@ func (s *Server) Handler() http.Handler {
 // Serve accepts connections on ln until Shutdown. It returns nil after a
 // shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	mode := "without MongoDB: events come only from POST /api/events, users and datasets are not checked"
-	if s.cfg.MongoURI != "" {
-		mode = "with MongoDB"
-	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "version", Version)
+	s.log.Info("listening", "addr", ln.Addr().String(), "version", Version) // the mode is logged by cmd, which wires MongoDB
 	err := s.http.Serve(batchListener{ln})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -56,9 +56,9 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// Counted before the closing check, so that Shutdown either sees this
 	// upgrade and waits for it to register, or this sees the shutdown.
 	s.upgrading.Add(1)
-	registered := false
+	var c *conn
 	defer func() {
-		if !registered {
+		if c == nil || c.sess == nil { // wsConnect (same goroutine) did not run
 			s.upgrading.Add(-1)
 		}
 	}()
@@ -73,9 +73,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.connCount.Add(-1)
-	c := &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{}), room: make(chan struct{}, 1)}
+	c = &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{}), room: make(chan struct{}, 1)}
 	c.queue.maxFrames, c.queue.maxBytes, c.queue.window = s.cfg.SendQueue, int(s.cfg.SendQueueBytes), min(windowFrames, s.cfg.SendQueue)
-	c.registered = &registered
 	if err := s.mel.HandleRequestWithKeys(w, r, map[string]any{connKey: c}); err != nil {
 		// The upgrader has answered (403 for a refused origin, 400 for a
 		// bad handshake).
@@ -92,8 +91,7 @@ func (s *Server) wsConnect(sess *melody.Session) {
 	s.connsMu.Lock()
 	s.conns[c] = struct{}{}
 	s.connsMu.Unlock()
-	*c.registered = true // wsConnect runs on handleWS's goroutine
-	s.upgrading.Add(-1)
+	s.upgrading.Add(-1) // registered; handleWS sees c.sess set and leaves the count alone
 	s.metrics.connections.Inc()
 	s.metrics.connectionsTotal.Inc()
 	s.log.Info("connection open", "conn", c)
