@@ -270,6 +270,10 @@ export class AirlayClient {
         if (!this._closed) this._refreshTimer = setTimeout(fire, 250);
         return;
       }
+      // Due now, even if the timer fired a hair early (timers may fire
+      // before Date.now() reaches refreshAt, which then served the old
+      // token again and never refreshed).
+      if (this._token === t) t.stale = true;
       this._request({ action: "attach", type: first.type, id: first.id, internal: "refresh" }).catch(() => {});
     };
     this._refreshTimer = setTimeout(fire, Math.max(0, t.refreshAt - Date.now()));

@@ -85,7 +85,7 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 // waitJS polls js until it is true.
 func waitJS(t *testing.T, ctx context.Context, what, js string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
 		if err == nil && ok {
@@ -263,7 +263,7 @@ const refreshPage = `<!doctype html>
 import { connect } from "%[1]s/client/airlay.js";
 const provider = (log) => () => {
   log.tokens++; log.times.push(["tok", log.tokens, Date.now()]);
-  return fetch("/token?ttl=" + (log.tokens === 1 ? 6 : 3600)).then((r) => r.text());
+  return fetch("/token?ttl=" + (log.tokens === 1 ? 12 : 3600)).then((r) => r.text());
 };
 const make = (refreshBefore) => {
   const log = { states: [], events: [], errors: [], tokens: 0, times: [] };
@@ -312,10 +312,10 @@ func TestBrowserTokenRefresh(t *testing.T) {
 	waitJS(t, ctx, "the 4001 close and the reconnect", `on4001.log.states.some((s) => s.code === 4001 && s.reason === "drop") &&
 		on4001.log.states.filter((s) => s.state === "open").length === 2`)
 	waitJS(t, ctx, "the first token to have expired", `ahead.log.tokens >= 2`)
-	// The first token lives 6 s (whole seconds of exp: 5 to 6 s here): the
-	// client refreshing ahead does so at 3/4 of that, leaving more than a
-	// second for the refresh to reach a loaded server before exp.
-	time.Sleep(1500 * time.Millisecond) // past the first token's exp (at most 6 s after it was minted)
+	// The first token lives 12 s (whole seconds of exp: 11 to 12 s here): the
+	// client refreshing ahead does so at 3/4 of that, leaving about 3 s for
+	// the refresh to reach the server before exp, also on a loaded machine.
+	time.Sleep(1500 * time.Millisecond) // past the first token's exp (at most 12 s after it was minted)
 	if n := s.publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":["ahead"]}`); n != 1 {
 		t.Errorf("the client that refreshes ahead: delivered %d, want 1", n)
 	}
