@@ -144,7 +144,7 @@ func BenchmarkPlainServeFile(b *testing.B) {
 // (batchListener), which every connection of the real server goes through
 // (it passes ReadFrom on, so sendfile still works).
 func BenchmarkPlainServeFileBatchListener(b *testing.B) {
-	benchServeFile(b, func(ln net.Listener) net.Listener { return batchListener{ln} })
+	benchServeFile(b, func(ln net.Listener) net.Listener { return batchListener{Listener: ln} })
 }
 
 func benchServeFile(b *testing.B, wrap func(net.Listener) net.Listener) {

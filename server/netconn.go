@@ -3,22 +3,29 @@ package server
 import (
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxBatch is the most bytes a connection holds back to send together.
 const maxBatch = 16 << 10
 
 // batchListener wraps every accepted connection in a batchConn.
-type batchListener struct{ net.Listener }
+type batchListener struct {
+	net.Listener
+	// slack is how much earlier than asked a write deadline may stay in
+	// force (see batchConn.SetWriteDeadline).
+	slack time.Duration
+}
 
 func (l batchListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &batchConn{Conn: c}, nil
+	return &batchConn{Conn: c, slack: l.slack}, nil
 }
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
@@ -36,6 +43,44 @@ type batchConn struct {
 
 	mu  sync.Mutex
 	buf *[]byte // held frames; nil when empty (the buffer goes back to the pool)
+
+	slack    time.Duration
+	deadline atomic.Int64 // write deadline in force, Unix ns; 0: none
+}
+
+// SetWriteDeadline is called before every frame (melody sets now plus
+// write_timeout each time), and moving the socket's deadline costs a timer
+// update in the runtime's poller. A later deadline is therefore applied only
+// once it is more than slack past the one in force, so a write may time out
+// up to slack (an eighth of write_timeout) early. An earlier deadline, or
+// none, is always applied.
+func (b *batchConn) SetWriteDeadline(t time.Time) error {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	cur := b.deadline.Load()
+	if ns != 0 && cur != 0 && ns >= cur && ns-cur <= int64(b.slack) {
+		return nil
+	}
+	if err := b.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	b.deadline.Store(ns)
+	return nil
+}
+
+// SetDeadline keeps the record of the write deadline in step.
+func (b *batchConn) SetDeadline(t time.Time) error {
+	if err := b.Conn.SetDeadline(t); err != nil {
+		return err
+	}
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	b.deadline.Store(ns)
+	return nil
 }
 
 // more reports whether frames beyond the one being written wait in the queue.
@@ -45,9 +90,16 @@ func (b *batchConn) more() bool {
 }
 
 func (b *batchConn) Write(p []byte) (int, error) {
+	control := len(p) > 0 && p[0]&0x08 != 0 // a frame header with a control opcode (or, harmlessly, payload bytes that look like one)
+	if !control && b.owner.Load() != nil && !b.more() {
+		// The last frame known: let the goroutines that are runnable now
+		// (the publisher, other writers) go first, so that frames they
+		// queue meanwhile leave in the same writev. Under no load this
+		// returns at once.
+		runtime.Gosched()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	control := len(p) > 0 && p[0]&0x08 != 0 // a frame header with a control opcode (or, harmlessly, payload bytes that look like one)
 	if !control && b.more() && (b.buf == nil || len(*b.buf)+len(p) <= maxBatch) && len(p) <= maxBatch {
 		if b.buf == nil {
 			b.buf = batchPool.Get().(*[]byte)

@@ -143,7 +143,7 @@ func (s *Server) Handler() http.Handler {
 // shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("listening", "addr", ln.Addr().String(), "version", Version) // the mode is logged by cmd, which wires MongoDB
-	err := s.http.Serve(batchListener{ln})
+	err := s.http.Serve(batchListener{Listener: ln, slack: s.cfg.WriteTimeout / 8})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -46,6 +46,13 @@ func (s *Server) newMelody() *melody.Melody {
 }
 
 func connOf(sess *melody.Session) *conn {
+	// The socket knows its connection once wsConnect ran: cheaper than a
+	// map lookup on every frame sent.
+	if bc, ok := sess.WebsocketConnection().NetConn().(*batchConn); ok {
+		if c := bc.owner.Load(); c != nil {
+			return c
+		}
+	}
 	// Keys is written only when the session is created, so reading it
 	// without melody's lock is safe.
 	return sess.Keys[connKey].(*conn)
