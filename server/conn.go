@@ -149,6 +149,24 @@ func (c *conn) claim(cl auth.Claims) bool {
 	return true
 }
 
+// apply adds or removes the subscription to key.
+func (c *conn) apply(key events.Key, action events.Action) {
+	c.mu.Lock()
+	_, held := c.subs[key]
+	switch {
+	case action == events.Attach && !held:
+		c.subs[key] = struct{}{}
+		c.mu.Unlock()
+		c.srv.hub.Subscribe(key, c)
+	case action == events.Detach && held:
+		delete(c.subs, key)
+		c.mu.Unlock()
+		c.srv.hub.Unsubscribe(key, c)
+	default:
+		c.mu.Unlock()
+	}
+}
+
 // owner returns the connection's user, "" when unclaimed.
 func (c *conn) owner() string {
 	c.mu.Lock()

@@ -58,7 +58,10 @@ func connOf(sess *melody.Session) *conn {
 	return sess.Keys[connKey].(*conn)
 }
 
-// handleWS upgrades GET /ws.
+// handleWS upgrades GET /ws. melody's read loop runs inside this call for
+// the connection's whole life, so everything this frame does not need is
+// in calls of its own: the goroutine keeps the stack its deepest call ever
+// needed (see events.ParseRequest).
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// Counted before the closing check, so that Shutdown either sees this
 	// upgrade and waits for it to register, or this sees the shutdown.
@@ -69,24 +72,42 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 			s.upgrading.Add(-1)
 		}
 	}()
+	c, keys := s.admit(w, r)
+	if c == nil {
+		return
+	}
+	defer s.connCount.Add(-1)
+	if err := s.mel.HandleRequestWithKeys(w, r, keys); err != nil {
+		s.upgradeFailed(r, err)
+	}
+}
+
+// admit counts a new connection and makes its state, or answers 503 and
+// returns nil when the server is closing or full.
+//
+//go:noinline
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (*conn, map[string]any) {
 	if s.closing.Load() {
 		writeAnswer(w, http.StatusServiceUnavailable, "Service unavailable", events.Unavailable)
-		return
+		return nil, nil
 	}
 	if n := s.connCount.Add(1); n > int64(s.cfg.MaxConnections) {
 		s.connCount.Add(-1)
 		s.log.Warn("connection refused: max_connections reached", "remote", r.RemoteAddr)
 		writeAnswer(w, http.StatusServiceUnavailable, "Service unavailable", events.Unavailable)
-		return
+		return nil, nil
 	}
-	defer s.connCount.Add(-1)
-	c = &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{}), room: make(chan struct{}, 1)}
+	c := &conn{srv: s, id: s.connSeq.Add(1), opened: time.Now(), subs: make(map[events.Key]struct{}), room: make(chan struct{}, 1)}
 	c.queue.maxFrames, c.queue.maxBytes, c.queue.window = s.cfg.SendQueue, int(s.cfg.SendQueueBytes), min(windowFrames, s.cfg.SendQueue)
-	if err := s.mel.HandleRequestWithKeys(w, r, map[string]any{connKey: c}); err != nil {
-		// The upgrader has answered (403 for a refused origin, 400 for a
-		// bad handshake).
-		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
-	}
+	return c, map[string]any{connKey: c}
+}
+
+// upgradeFailed logs a refused upgrade; the upgrader has answered (403 for
+// a refused origin, 400 for a bad handshake).
+//
+//go:noinline
+func (s *Server) upgradeFailed(r *http.Request, err error) {
+	s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 }
 
 func (s *Server) wsConnect(sess *melody.Session) {
@@ -101,7 +122,12 @@ func (s *Server) wsConnect(sess *melody.Session) {
 	s.upgrading.Add(-1) // registered; handleWS sees c.sess set and leaves the count alone
 	s.metrics.connections.Inc()
 	s.metrics.connectionsTotal.Inc()
-	s.log.Info("connection open", "conn", c)
+	// At debug level: formatting a log line takes more stack than the
+	// reader goroutine (this one) needs otherwise, and a goroutine keeps
+	// the stack it grew to for its whole life: an Info line here would
+	// cost 4 KiB per idle connection. The close line (Info) carries the
+	// duration.
+	s.log.Debug("connection open", "conn", c)
 	if s.closing.Load() { // upgraded while Shutdown collected the connections
 		c.close(websocket.CloseGoingAway, "server shutting down")
 	}
@@ -207,28 +233,58 @@ func (s *Server) answer(sess *melody.Session, code events.Code) {
 // handleRequest runs the checks in the contract's order: shape (5), token
 // (1, 2), user (3), limit (6), access (4). A failed check changes nothing.
 func (s *Server) handleRequest(c *conn, frame []byte) events.Code {
+	// Every step that needs a large frame (logging, contexts, the store)
+	// is a call of its own: this runs on every connection's reader, whose
+	// stack keeps the size of its deepest call (see events.ParseRequest).
 	req, err := events.ParseRequest(frame)
 	if err != nil {
 		return events.InvalidRequest
 	}
 	claims, err := s.verifier.Verify(req.Token)
 	if err != nil {
-		if errors.Is(err, auth.ErrNoToken) {
-			return events.TokenNotSet
-		}
-		s.log.Debug("invalid token", "conn", c, "err", err)
-		return events.InvalidToken
+		return s.tokenRefused(c, err)
 	}
 	if owner := c.owner(); owner != "" && owner != claims.UserID {
 		return events.InvalidToken
 	}
+	key := req.Key
+	if key.Type.PerUser() {
+		key.ID = claims.UserID
+	}
+	if code := s.checkStore(c, claims.UserID, key, req.Action == events.Attach); code != events.OK {
+		return code
+	}
+	if !c.claim(claims) {
+		return events.InvalidToken // another user claimed it meanwhile
+	}
+	c.apply(key, req.Action)
+	return events.OK
+}
+
+// tokenRefused answers a token that Verify refused.
+//
+//go:noinline
+func (s *Server) tokenRefused(c *conn, err error) events.Code {
+	if errors.Is(err, auth.ErrNoToken) {
+		return events.TokenNotSet
+	}
+	s.log.Debug("invalid token", "conn", c, "err", err)
+	return events.InvalidToken
+}
+
+// checkStore asks the store whether the user exists and, for an attach,
+// may see the dataset; and whether the connection has room for one more
+// subscription.
+//
+//go:noinline
+func (s *Server) checkStore(c *conn, user string, key events.Key, attach bool) events.Code {
 	ctx := context.Background()
 	if _, open := s.store.(auth.Open); !open { // the open store needs no deadline (and its timer)
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, storeTimeout)
 		defer cancel()
 	}
-	ok, err := s.store.UserExists(ctx, claims.UserID)
+	ok, err := s.store.UserExists(ctx, user)
 	if err != nil {
 		s.log.Warn("user check failed", "conn", c, "err", err)
 		return events.Unavailable
@@ -236,45 +292,25 @@ func (s *Server) handleRequest(c *conn, frame []byte) events.Code {
 	if !ok {
 		return events.UserNotExists
 	}
-	key := req.Key
-	if key.Type.PerUser() {
-		key.ID = claims.UserID
-	}
-	if req.Action == events.Attach {
-		c.mu.Lock()
-		_, held := c.subs[key]
-		full := len(c.subs) >= s.cfg.MaxSubscriptions
-		c.mu.Unlock()
-		if !held && full {
-			return events.TooManySubscription
-		}
-		if key.Type.NeedsDatasetAccess() {
-			ok, err := s.store.CanSeeDataset(ctx, claims.UserID, key.ID)
-			if err != nil {
-				s.log.Warn("dataset check failed", "conn", c, "err", err)
-				return events.Unavailable
-			}
-			if !ok {
-				return events.NoDatasetAccess
-			}
-		}
-	}
-	if !c.claim(claims) {
-		return events.InvalidToken // another user claimed it meanwhile
+	if !attach {
+		return events.OK
 	}
 	c.mu.Lock()
 	_, held := c.subs[key]
-	switch {
-	case req.Action == events.Attach && !held:
-		c.subs[key] = struct{}{}
-		c.mu.Unlock()
-		s.hub.Subscribe(key, c)
-	case req.Action == events.Detach && held:
-		delete(c.subs, key)
-		c.mu.Unlock()
-		s.hub.Unsubscribe(key, c)
-	default:
-		c.mu.Unlock()
+	full := len(c.subs) >= s.cfg.MaxSubscriptions
+	c.mu.Unlock()
+	if !held && full {
+		return events.TooManySubscription
+	}
+	if key.Type.NeedsDatasetAccess() {
+		ok, err := s.store.CanSeeDataset(ctx, user, key.ID)
+		if err != nil {
+			s.log.Warn("dataset check failed", "conn", c, "err", err)
+			return events.Unavailable
+		}
+		if !ok {
+			return events.NoDatasetAccess
+		}
 	}
 	return events.OK
 }
