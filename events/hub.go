@@ -27,6 +27,19 @@ type Hub struct {
 	pubMu  sync.Mutex
 	count  atomic.Int64
 	now    func() time.Time
+
+	// lastPublish is when the latest Publish ended, in nanoseconds after
+	// epoch (monotonic).
+	lastPublish atomic.Int64
+}
+
+// epoch is the origin of Hub.lastPublish.
+var epoch = time.Now()
+
+// SincePublish returns how long ago the latest Publish ended; writers use
+// it to tell whether more frames are likely to come right away.
+func (h *Hub) SincePublish() time.Duration {
+	return time.Since(epoch) - time.Duration(h.lastPublish.Load())
 }
 
 type shard struct {
@@ -155,6 +168,7 @@ func (h *Hub) Publish(evs []Event, tr *Tracker) int {
 		n += len(subs)
 	}
 	h.pubMu.Unlock()
+	h.lastPublish.Store(int64(time.Since(epoch)))
 	if tr != nil {
 		tr.seal()
 	}

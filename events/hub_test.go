@@ -628,3 +628,19 @@ func TestHubPublishAllocsPerEvent(t *testing.T) {
 		t.Fatalf("Publish allocates %v times with 1 subscriber and %v with 2000, want the same", one, many)
 	}
 }
+
+func TestHubSincePublish(t *testing.T) {
+	h := NewHub()
+	time.Sleep(20 * time.Millisecond)
+	if d := h.SincePublish(); d < 20*time.Millisecond {
+		t.Fatalf("SincePublish before any publish = %v, want at least the time since start", d)
+	}
+	h.Publish([]Event{{Type: IssueUpdate, ID: "610217e481f6fc54736209e0"}}, nil)
+	if d := h.SincePublish(); d < 0 || d > 10*time.Millisecond {
+		t.Fatalf("SincePublish right after a publish = %v", d)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if d := h.SincePublish(); d < 20*time.Millisecond {
+		t.Fatalf("SincePublish 20ms after a publish = %v", d)
+	}
+}

@@ -12,6 +12,9 @@ import (
 // maxBatch is the most bytes a connection holds back to send together.
 const maxBatch = 16 << 10
 
+// yieldWindow: see batchConn.mayYield.
+const yieldWindow = time.Millisecond
+
 // batchListener wraps every accepted connection in a batchConn.
 type batchListener struct {
 	net.Listener
@@ -91,15 +94,17 @@ func (b *batchConn) more() bool {
 
 func (b *batchConn) Write(p []byte) (int, error) {
 	control := len(p) > 0 && p[0]&0x08 != 0 // a frame header with a control opcode (or, harmlessly, payload bytes that look like one)
-	if !control && b.owner.Load() != nil && !b.more() {
-		// The last frame known: let the goroutines that are runnable now
-		// (the publisher, other writers) go first, so that frames they
-		// queue meanwhile leave in the same writev. Under no load this
-		// returns at once.
-		runtime.Gosched()
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if !control && !b.more() && b.mayYield() {
+		// The last frame known, while frames are coming in: let the
+		// goroutines that are runnable now (the publisher, other writers)
+		// go first, so that frames they queue meanwhile leave in the same
+		// writev. Under no load this returns at once.
+		b.mu.Unlock()
+		runtime.Gosched()
+		b.mu.Lock()
+	}
 	if !control && b.more() && (b.buf == nil || len(*b.buf)+len(p) <= maxBatch) && len(p) <= maxBatch {
 		if b.buf == nil {
 			b.buf = batchPool.Get().(*[]byte)
@@ -120,6 +125,17 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		return max(0, int(n)-held), err
 	}
 	return len(p), nil
+}
+
+// mayYield reports whether a burst may be going on: frames are held (this
+// connection got several in a row), or a publish ended within
+// yieldWindow. A lone frame long after the last publish (an event at a
+// modest rate fanned out to many connections) goes out at once: there is
+// nothing to wait for, and a yield would only add to every later writer's
+// latency. Called with b.mu held.
+func (b *batchConn) mayYield() bool {
+	c := b.owner.Load()
+	return c != nil && (b.buf != nil || c.srv.hub.SincePublish() < yieldWindow)
 }
 
 // ReadFrom keeps sendfile for plain HTTP answers.
