@@ -47,12 +47,62 @@ type shard struct {
 	topics map[Key]*topic
 }
 
+// topic is one key's subscribers. Most keys have one (an object open in one
+// browser tab), so that one is held in a field and the map is made only for
+// a second: a new key costs one allocation.
 type topic struct {
-	subs map[Subscriber]struct{}
-	// list is subs as a slice, rebuilt on the first publish after a change;
-	// nil when stale. A built list is never modified, so a publisher may range
-	// over it without a lock.
+	one  Subscriber              // the subscriber while there is one; nil once subs is made
+	subs map[Subscriber]struct{} // two or more (or fewer again, once made)
+	// list is the subscribers as a slice, rebuilt on the first publish after
+	// a change; nil when stale. A built list is never modified, so a
+	// publisher may range over it without a lock.
 	list []Subscriber
+}
+
+// holds reports whether s subscribes to t.
+func (t *topic) holds(s Subscriber) bool {
+	if t.subs == nil {
+		return t.one == s
+	}
+	_, ok := t.subs[s]
+	return ok
+}
+
+// add adds s, which t does not hold.
+func (t *topic) add(s Subscriber) {
+	t.list = nil
+	if t.subs == nil {
+		if t.one == nil {
+			t.one = s
+			return
+		}
+		t.subs = map[Subscriber]struct{}{t.one: {}}
+		t.one = nil
+	}
+	t.subs[s] = struct{}{}
+}
+
+// remove removes s, which t holds, and reports whether t is now empty.
+func (t *topic) remove(s Subscriber) (empty bool) {
+	t.list = nil
+	if t.subs == nil {
+		t.one = nil
+		return true
+	}
+	delete(t.subs, s)
+	return len(t.subs) == 0
+}
+
+// build returns the subscribers as a new slice.
+func (t *topic) build() []Subscriber {
+	if t.subs == nil {
+		return []Subscriber{t.one}
+	}
+	list := make([]Subscriber, 0, len(t.subs))
+	for s := range t.subs {
+		list = append(list, s)
+	}
+	return list
 }
 
 // NewHub returns an empty Hub.
@@ -74,13 +124,12 @@ func (h *Hub) Subscribe(k Key, s Subscriber) bool {
 	sh.mu.Lock()
 	t := sh.topics[k]
 	if t == nil {
-		t = &topic{subs: make(map[Subscriber]struct{}, 1)}
+		t = &topic{}
 		sh.topics[k] = t
 	}
-	_, held := t.subs[s]
+	held := t.holds(s)
 	if !held {
-		t.subs[s] = struct{}{}
-		t.list = nil
+		t.add(s)
 	}
 	sh.mu.Unlock()
 	if !held {
@@ -96,12 +145,8 @@ func (h *Hub) Unsubscribe(k Key, s Subscriber) bool {
 	t := sh.topics[k]
 	held := false
 	if t != nil {
-		if _, held = t.subs[s]; held {
-			delete(t.subs, s)
-			t.list = nil
-			if len(t.subs) == 0 {
-				delete(sh.topics, k)
-			}
+		if held = t.holds(s); held && t.remove(s) {
+			delete(sh.topics, k)
 		}
 	}
 	sh.mu.Unlock()
@@ -132,10 +177,7 @@ func (h *Hub) subscribers(k Key) []Subscriber {
 	sh.mu.Lock()
 	if t = sh.topics[k]; t != nil {
 		if t.list == nil {
-			t.list = make([]Subscriber, 0, len(t.subs))
-			for s := range t.subs {
-				t.list = append(t.list, s)
-			}
+			t.list = t.build()
 		}
 		list = t.list
 	}

@@ -644,3 +644,66 @@ func TestHubSincePublish(t *testing.T) {
 		t.Fatalf("SincePublish 20ms after a publish = %v", d)
 	}
 }
+
+// A key's subscribers move from the single field to a map and back; each
+// publish reaches exactly the subscribers held at that moment.
+func TestHubTopicOneAndMany(t *testing.T) {
+	h := NewHub()
+	k := Key{IssueUpdate, hex24(7)}
+	rs := newRecorders(3)
+	a, b, c := rs[0], rs[1], rs[2]
+	seq := 0
+	publish := func(want ...*recorder) {
+		t.Helper()
+		seq++
+		ev := Event{Type: IssueUpdate, ID: hex24(7), Data: []byte(fmt.Sprintf("[%d]", seq))}
+		before := make([]int, len(rs))
+		for i, r := range rs {
+			before[i] = len(r.got())
+		}
+		if n := h.Publish([]Event{ev}, nil); n != len(want) {
+			t.Fatalf("publish %d handed out %d, want %d", seq, n, len(want))
+		}
+		for i, r := range rs {
+			got := r.got()[before[i]:]
+			wanted := false
+			for _, w := range want {
+				wanted = wanted || w == r
+			}
+			switch {
+			case wanted && (len(got) != 1 || got[0] != frameOf(ev)):
+				t.Fatalf("publish %d: %s got %q, want the event once", seq, r.name, got)
+			case !wanted && len(got) != 0:
+				t.Fatalf("publish %d: %s got %q, want nothing", seq, r.name, got)
+			}
+		}
+	}
+	h.Subscribe(k, a)
+	publish(a)
+	h.Subscribe(k, b) // to the map
+	publish(a, b)
+	h.Subscribe(k, c)
+	publish(a, b, c)
+	h.Unsubscribe(k, a)
+	h.Unsubscribe(k, b)
+	publish(c) // one left, in the map
+	if h.Subscribe(k, c) {
+		t.Fatal("Subscribe of a held key in the map reported new")
+	}
+	h.Subscribe(k, a)
+	publish(a, c)
+	h.Unsubscribe(k, a)
+	h.Unsubscribe(k, c)
+	publish()
+	h.Subscribe(k, b) // a new topic: the single field again
+	if h.Subscribe(k, b) {
+		t.Fatal("Subscribe of the held single key reported new")
+	}
+	if h.Unsubscribe(k, a) {
+		t.Fatal("Unsubscribe of a non-subscriber of a single key reported held")
+	}
+	publish(b)
+	if h.Subscriptions() != 1 {
+		t.Fatalf("Subscriptions() = %d, want 1", h.Subscriptions())
+	}
+}

@@ -135,7 +135,8 @@ func (c *conn) claim(cl auth.Claims) bool {
 	}
 	if c.user == "" {
 		c.user, c.name = cl.UserID, cl.Name
-		c.logUser.Store(&cl.UserID)
+		user := cl.UserID // a copy: &cl.UserID would move cl to the heap on every call
+		c.logUser.Store(&user)
 	}
 	if cl.ExpiresAt.After(c.expires) {
 		c.expires = cl.ExpiresAt
