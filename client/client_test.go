@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlay/airlay/client"
 	"github.com/airlay/airlay/events"
+	"github.com/airlay/airlay/internal/servertest"
 	"github.com/airlay/airlay/server"
 )
 
@@ -24,7 +25,7 @@ func TestAttachDetachAnswers(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, func(c *server.Config) { c.MaxSubscriptions = 3 })
 	var calls counter
-	c := dial(t, client.Options{URL: s.wsURL(), Token: s.provider(time.Hour, &calls)})
+	c := dial(t, client.Options{URL: s.WSURL(), Token: provider(s, time.Hour, &calls)})
 
 	tests := []struct {
 		action string
@@ -71,7 +72,7 @@ func TestAttachDetachAnswers(t *testing.T) {
 
 	// A token the server refuses: code 2, and the next request asks the
 	// provider again.
-	bad := dial(t, client.Options{URL: s.wsURL(), Token: func(context.Context) (string, error) { calls.add(); return "not.a.token", nil }})
+	bad := dial(t, client.Options{URL: s.WSURL(), Token: func(context.Context) (string, error) { calls.add(); return "not.a.token", nil }})
 	before := calls.get()
 	for i := 0; i < 2; i++ {
 		a, err := bad.Attach(ctx(t), client.Sub{Type: "issueUpdate", ID: issue1})
@@ -91,7 +92,7 @@ func TestAttachDetachAnswers(t *testing.T) {
 func TestConcurrentRequestsMatchAnswers(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, nil)
-	c := dial(t, client.Options{URL: s.wsURL(), Token: s.provider(time.Hour, new(counter))})
+	c := dial(t, client.Options{URL: s.WSURL(), Token: provider(s, time.Hour, new(counter))})
 	var wg sync.WaitGroup
 	errs := make(chan error, 60)
 	for i := 0; i < 60; i++ {
@@ -125,7 +126,7 @@ func TestConcurrentRequestsMatchAnswers(t *testing.T) {
 func TestRequestRaw(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, nil)
-	c := dial(t, client.Options{URL: s.wsURL(), Token: s.provider(time.Hour, new(counter))})
+	c := dial(t, client.Options{URL: s.WSURL(), Token: provider(s, time.Hour, new(counter))})
 	tests := []struct {
 		frame string
 		code  events.Code
@@ -155,7 +156,7 @@ func TestEvents(t *testing.T) {
 	s := startServer(t, nil)
 	ch := make(chan client.Event, 16)
 	rec := newRecorder()
-	c := dial(t, rec.options(client.Options{URL: s.wsURL(), Token: s.provider(time.Hour, new(counter)), Events: ch}))
+	c := dial(t, rec.options(client.Options{URL: s.WSURL(), Token: provider(s, time.Hour, new(counter)), Events: ch}))
 	for _, id := range []string{issue1, issue2} {
 		if a, err := c.Attach(ctx(t), client.Sub{Type: "issueUpdate", ID: id}); err != nil || !a.OK() {
 			t.Fatalf("attach: %+v %v", a, err)
@@ -164,7 +165,7 @@ func TestEvents(t *testing.T) {
 	if a, err := c.Attach(ctx(t), client.Sub{Type: "notification"}); err != nil || !a.OK() {
 		t.Fatalf("attach: %+v %v", a, err)
 	}
-	s.publish(`[` + event("issueUpdate", issue1, `1`) + `,` + event("issueUpdate", issue3, `2`) + `,` + event("issueUpdate", issue2, `3`) +
+	s.Publish(`[` + event("issueUpdate", issue1, `1`) + `,` + event("issueUpdate", issue3, `2`) + `,` + event("issueUpdate", issue2, `3`) +
 		`,{"type":"notification","user":"` + userA + `","id":"n1","data":[4]}]`)
 	want := []string{"issueUpdate " + issue1 + " [1]", "issueUpdate " + issue2 + " [3]", "notification n1 [4]"}
 	for i, w := range want {
@@ -198,17 +199,17 @@ func TestReconnectAfterRestart(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, nil)
 	rec := newRecorder()
-	c := dial(t, rec.options(client.Options{URL: s.wsURL(), Token: s.provider(time.Hour, new(counter)), BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}))
+	c := dial(t, rec.options(client.Options{URL: s.WSURL(), Token: provider(s, time.Hour, new(counter)), BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}))
 	for _, sub := range []client.Sub{{Type: "issueUpdate", ID: issue1}, {Type: "notification"}} {
 		if a, err := c.Attach(ctx(t), sub); err != nil || !a.OK() {
 			t.Fatalf("attach %v: %+v %v", sub, a, err)
 		}
 	}
-	if n := s.publish(event("issueUpdate", issue1, `"before"`)); n != 1 {
+	if n := s.Publish(event("issueUpdate", issue1, `"before"`)); n != 1 {
 		t.Fatalf("delivered %d, want 1", n)
 	}
 
-	s.stop()
+	s.Stop()
 	rec.waitUntil(t, "close drop 1001", func(st []client.State, _ []client.Event) bool {
 		return slices.ContainsFunc(st, func(s client.State) bool {
 			return s.State == client.StateClose && s.Reason == client.ReasonDrop && s.Code == 1001
@@ -226,7 +227,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 		}
 		attached <- err
 	}()
-	s.restart()
+	s.Restart()
 	rec.waitUntil(t, "open again", func(st []client.State, _ []client.Event) bool { return count(st, client.StateOpen, "") == 2 })
 	if err := <-attached; err != nil {
 		t.Fatalf("attach while disconnected: %v", err)
@@ -236,7 +237,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 		event("issueUpdate", issue2, `"after2"`),
 		`{"type":"notification","user":"` + userA + `","id":"n","data":["after3"]}`,
 	} {
-		if n := s.publish(body); n != 1 {
+		if n := s.Publish(body); n != 1 {
 			t.Fatalf("after the restart %s was delivered %d times, want 1", body, n)
 		}
 	}
@@ -271,7 +272,7 @@ func TestTokenRefresh(t *testing.T) {
 			s := startServer(t, func(c *server.Config) { c.TokenLeeway = 0 })
 			rec := newRecorder()
 			var calls counter
-			o := client.Options{URL: s.wsURL(), Token: s.provider(3*time.Second, &calls), BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond}
+			o := client.Options{URL: s.WSURL(), Token: provider(s, 3*time.Second, &calls), BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond}
 			if !ahead {
 				o.RefreshBefore = -1
 				// The first token is short; the one after the 4001 lasts,
@@ -279,9 +280,9 @@ func TestTokenRefresh(t *testing.T) {
 				o.Token = func(context.Context) (string, error) {
 					calls.add()
 					if calls.get() == 1 {
-						return s.token(userA, 3*time.Second), nil
+						return s.Token(userA, 3*time.Second), nil
 					}
-					return s.token(userA, time.Hour), nil
+					return s.Token(userA, time.Hour), nil
 				}
 			}
 			c := dial(t, rec.options(o))
@@ -306,7 +307,7 @@ func TestTokenRefresh(t *testing.T) {
 					t.Errorf("provider called %d times, want 2 (first attach, re-attach after 4001)", n)
 				}
 			}
-			if n := s.publish(event("issueUpdate", issue1, `"later"`)); n != 1 {
+			if n := s.Publish(event("issueUpdate", issue1, `"later"`)); n != 1 {
 				t.Fatalf("after the first token expired: delivered %d, want 1", n)
 			}
 		})
@@ -323,13 +324,13 @@ func TestJitteredBackoff(t *testing.T) {
 	recs := make([]*recorder, n)
 	for i := range recs {
 		recs[i] = newRecorder()
-		dial(t, recs[i].options(client.Options{URL: s.wsURL(), BackoffMin: min, BackoffMax: max}))
+		dial(t, recs[i].options(client.Options{URL: s.WSURL(), BackoffMin: min, BackoffMax: max}))
 	}
-	s.stop()
+	s.Stop()
 	for _, r := range recs {
 		r.waitUntil(t, "three failed attempts", func(st []client.State, _ []client.Event) bool { return count(st, client.StateFail, "") >= 3 })
 	}
-	s.restart()
+	s.Restart()
 	first := map[time.Duration]bool{}
 	for i, r := range recs {
 		r.waitUntil(t, "open again", func(st []client.State, _ []client.Event) bool { return count(st, client.StateOpen, "") == 2 })
@@ -397,23 +398,10 @@ func TestBackoff(t *testing.T) {
 // after ConnectTimeout and reports a failure.
 func TestConnectTimeout(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	addr := servertest.ListenSilent(t)
 	rec := newRecorder()
 	start := time.Now()
-	_, err = client.Dial(context.Background(), rec.options(client.Options{URL: "ws://" + ln.Addr().String() + "/ws", ConnectTimeout: 200 * time.Millisecond}))
+	_, err := client.Dial(context.Background(), rec.options(client.Options{URL: "ws://" + addr + "/ws", ConnectTimeout: 200 * time.Millisecond}))
 	if err == nil {
 		t.Fatal("Dial succeeded against a silent server")
 	}
@@ -433,12 +421,12 @@ func TestConnectTimeout(t *testing.T) {
 func TestConnectRefused(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, func(c *server.Config) { c.AllowedOrigins = []string{"https://good.example"} })
-	_, err := client.Dial(ctx(t), client.Options{URL: s.wsURL(), Header: http.Header{"Origin": {"https://evil.example"}}})
+	_, err := client.Dial(ctx(t), client.Options{URL: s.WSURL(), Header: http.Header{"Origin": {"https://evil.example"}}})
 	var ce *client.ConnectError
 	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden {
 		t.Fatalf("Dial from a refused origin: %v, want a ConnectError with 403", err)
 	}
-	c := dial(t, client.Options{URL: "http://" + s.addr + "/ws", Header: http.Header{"Origin": {"https://good.example"}}})
+	c := dial(t, client.Options{URL: "http://" + s.Addr + "/ws", Header: http.Header{"Origin": {"https://good.example"}}})
 	c.Close()
 
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -454,7 +442,7 @@ func TestCloseAndNoReconnect(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, nil)
 	rec := newRecorder()
-	c := dial(t, rec.options(client.Options{URL: s.wsURL(), Token: s.provider(time.Hour, new(counter))}))
+	c := dial(t, rec.options(client.Options{URL: s.WSURL(), Token: provider(s, time.Hour, new(counter))}))
 	if a, err := c.Attach(ctx(t), client.Sub{Type: "issueUpdate", ID: issue1}); err != nil || !a.OK() {
 		t.Fatalf("attach: %+v %v", a, err)
 	}
@@ -472,8 +460,8 @@ func TestCloseAndNoReconnect(t *testing.T) {
 	}
 
 	rec = newRecorder()
-	c = dial(t, rec.options(client.Options{URL: s.wsURL(), NoReconnect: true}))
-	s.stop()
+	c = dial(t, rec.options(client.Options{URL: s.WSURL(), NoReconnect: true}))
+	s.Stop()
 	select {
 	case <-c.Done():
 	case <-time.After(waitFor):
@@ -497,14 +485,14 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	var clients []*client.Client
 	for i := 0; i < 3; i++ {
 		rec := newRecorder()
-		c := dial(t, rec.options(client.Options{URL: s.wsURL(), Token: s.provider(time.Hour, new(counter)), BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}))
+		c := dial(t, rec.options(client.Options{URL: s.WSURL(), Token: provider(s, time.Hour, new(counter)), BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}))
 		if a, err := c.Attach(ctx(t), client.Sub{Type: "issueUpdate", ID: issue1}); err != nil || !a.OK() {
 			t.Fatalf("attach: %+v %v", a, err)
 		}
 		clients = append(clients, c)
 		if i == 2 {
-			s.stop()
-			s.restart()
+			s.Stop()
+			s.Restart()
 			rec.waitUntil(t, "open again", func(st []client.State, _ []client.Event) bool { return count(st, client.StateOpen, "") == 2 })
 		}
 	}
