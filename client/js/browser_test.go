@@ -27,6 +27,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/airlay/airlay/internal/servertest"
 	"github.com/airlay/airlay/server"
 )
 
@@ -133,15 +134,15 @@ func TestBrowserClient(t *testing.T) {
 	start := time.Now()
 
 	var tokens atomic.Int32
-	var s *testServer
+	var s *servertest.Server
 	pageSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/":
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			fmt.Fprintf(w, testPage, s.base())
+			fmt.Fprintf(w, testPage, s.URL())
 		case "/token":
 			tokens.Add(1)
-			fmt.Fprint(w, s.token(time.Hour))
+			fmt.Fprint(w, s.Token(userA, time.Hour))
 		default:
 			http.NotFound(w, r)
 		}
@@ -179,7 +180,7 @@ func TestBrowserClient(t *testing.T) {
 	}
 
 	// An event published through the API reaches the callback.
-	if n := s.publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":["first"]}`); n != 1 {
+	if n := s.Publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":["first"]}`); n != 1 {
 		t.Fatalf("first event delivered %d times, want 1", n)
 	}
 	waitJS(t, ctx, "the first event", `log.events.length === 1 && log.events[0].data[0] === "first"`)
@@ -189,19 +190,19 @@ func TestBrowserClient(t *testing.T) {
 	// the server sends 1001 only once http.Server.Shutdown returns, which
 	// waits up to 5 s for a socket Chromium opened ahead and never used, and
 	// the harness cuts the shutdown at 5 s.
-	s.stop()
+	s.Stop()
 	waitJS(t, ctx, "the drop", `log.states.some((s) => s.state === "close" && s.reason === "drop")`)
 	if code := eval[int](t, ctx, `log.states.find((s) => s.reason === "drop").code`); code != 1001 {
 		t.Logf("the drop came with close code %d, not 1001 (see the comment above)", code)
 	}
 	waitJS(t, ctx, "a failed attempt", `log.states.some((s) => s.state === "fail")`)
-	s.restart()
+	s.Restart()
 	waitJS(t, ctx, "open again", `log.states.filter((s) => s.state === "open").length === 2`)
 	for i, body := range []string{
 		`{"type":"issueUpdate","id":"` + issue1 + `","data":["second"]}`,
 		`{"type":"notification","user":"` + userA + `","id":"n1","data":["third"]}`,
 	} {
-		if n := s.publish(body); n != 1 {
+		if n := s.Publish(body); n != 1 {
 			t.Fatalf("event %d after the restart delivered %d times, want 1", i+2, n)
 		}
 	}
@@ -287,15 +288,15 @@ window.ready = Promise.all([
 func TestBrowserTokenRefresh(t *testing.T) {
 	t.Parallel()
 	ctx := newBrowser(t, 50*time.Second)
-	var s *testServer
+	var s *servertest.Server
 	pageSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/":
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			fmt.Fprintf(w, refreshPage, s.base(), issue1, issue2)
+			fmt.Fprintf(w, refreshPage, s.URL(), issue1, issue2)
 		case "/token":
 			secs, _ := strconv.Atoi(r.URL.Query().Get("ttl"))
-			fmt.Fprint(w, s.token(time.Duration(secs)*time.Second))
+			fmt.Fprint(w, s.Token(userA, time.Duration(secs)*time.Second))
 		default:
 			http.NotFound(w, r)
 		}
@@ -316,10 +317,10 @@ func TestBrowserTokenRefresh(t *testing.T) {
 	// client refreshing ahead does so at 3/4 of that, leaving about 3 s for
 	// the refresh to reach the server before exp, also on a loaded machine.
 	time.Sleep(1500 * time.Millisecond) // past the first token's exp (at most 12 s after it was minted)
-	if n := s.publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":["ahead"]}`); n != 1 {
+	if n := s.Publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":["ahead"]}`); n != 1 {
 		t.Errorf("the client that refreshes ahead: delivered %d, want 1", n)
 	}
-	if n := s.publish(`{"type":"issueUpdate","id":"` + issue2 + `","data":["after 4001"]}`); n != 1 {
+	if n := s.Publish(`{"type":"issueUpdate","id":"` + issue2 + `","data":["after 4001"]}`); n != 1 {
 		t.Errorf("the client that waited for 4001: delivered %d, want 1", n)
 	}
 	waitJS(t, ctx, "both events", `ahead.log.events.length === 1 && on4001.log.events.length === 1`)
@@ -336,9 +337,9 @@ func TestBrowserTokenRefresh(t *testing.T) {
 
 // livePage drives /live as an operator: paste a token, connect, attach,
 // watch an event arrive; one screenshot, which must not be blank.
-func livePage(t *testing.T, ctx context.Context, s *testServer) {
-	tok := s.token(time.Hour)
-	if err := chromedp.Do(ctx, chromedp.Navigate(s.base()+server.LivePagePath)); err != nil {
+func livePage(t *testing.T, ctx context.Context, s *servertest.Server) {
+	tok := s.Token(userA, time.Hour)
+	if err := chromedp.Do(ctx, chromedp.Navigate(s.URL()+server.LivePagePath)); err != nil {
 		t.Fatalf("navigate /live: %v", err)
 	}
 	waitJS(t, ctx, "the event types", `document.querySelectorAll("#type option").length === 5`)
@@ -359,7 +360,7 @@ func livePage(t *testing.T, ctx context.Context, s *testServer) {
 		t.Fatal(err)
 	}
 	waitJS(t, ctx, "the attach", `document.getElementById("subs").textContent.includes("`+issue1+`")`)
-	if n := s.publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":[{"status":"done","by":"live page test"}]}`); n != 1 {
+	if n := s.Publish(`{"type":"issueUpdate","id":"` + issue1 + `","data":[{"status":"done","by":"live page test"}]}`); n != 1 {
 		t.Fatalf("delivered %d times to the live page, want 1", n)
 	}
 	waitJS(t, ctx, "the event on the live page", `document.getElementById("count").textContent === "1" && document.getElementById("events").textContent.includes("live page test")`)

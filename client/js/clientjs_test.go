@@ -15,7 +15,7 @@ func TestModuleServed(t *testing.T) {
 	s := startServer(t, func(cfg *server.Config, _ string) { cfg.AllowedOrigins = []string{"https://app.example"} })
 	want, _ := clientjs.Get("airlay.js")
 
-	resp, body := s.get(server.ClientJSPath, nil)
+	resp, body := s.Get(server.ClientJSPath, nil)
 	if resp.StatusCode != 200 || string(body) != string(want.Data) {
 		t.Fatalf("GET %s: %d, %d bytes", server.ClientJSPath, resp.StatusCode, len(body))
 	}
@@ -26,14 +26,14 @@ func TestModuleServed(t *testing.T) {
 	if etag == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
 		t.Errorf("headers %v", resp.Header)
 	}
-	if resp, _ := s.get(server.ClientJSPath, http.Header{"If-None-Match": {etag}}); resp.StatusCode != http.StatusNotModified {
+	if resp, _ := s.Get(server.ClientJSPath, http.Header{"If-None-Match": {etag}}); resp.StatusCode != http.StatusNotModified {
 		t.Errorf("revalidation: %d, want 304", resp.StatusCode)
 	}
-	resp, _ = s.get(server.ClientJSPath, http.Header{"Origin": {"https://app.example"}})
+	resp, _ = s.Get(server.ClientJSPath, http.Header{"Origin": {"https://app.example"}})
 	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example" {
 		t.Errorf("allowed origin: %d, ACAO %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
-	resp, _ = s.get(server.ClientJSPath, http.Header{"Origin": {"https://evil.example"}})
+	resp, _ = s.Get(server.ClientJSPath, http.Header{"Origin": {"https://evil.example"}})
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("refused origin: %d, ACAO %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
@@ -50,13 +50,13 @@ func TestLivePage(t *testing.T) {
 	t.Parallel()
 	off := startServer(t, nil)
 	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css"} {
-		if resp, body := off.get(p, nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"code":5`) {
+		if resp, body := off.Get(p, nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"code":5`) {
 			t.Errorf("live_page off: GET %s answered %d %s, want 404", p, resp.StatusCode, body)
 		}
 	}
 
 	on := startServer(t, func(cfg *server.Config, _ string) { cfg.LivePage = true })
-	resp, body := on.get(server.LivePagePath, nil)
+	resp, body := on.Get(server.LivePagePath, nil)
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /live: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
@@ -73,7 +73,7 @@ func TestLivePage(t *testing.T) {
 		t.Error("the token field is not a password field")
 	}
 	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css", server.ClientJSPath, "/api/config"} {
-		resp, body := on.get(p, nil)
+		resp, body := on.Get(p, nil)
 		if resp.StatusCode != 200 {
 			t.Errorf("GET %s: %d", p, resp.StatusCode)
 		}
