@@ -6,9 +6,6 @@ package mongodb
 // core end-to-end flow of the contract with the MongoDB configuration.
 
 import (
-	"bytes"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,31 +14,14 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/airlay/airlay/internal/servertest"
 	"github.com/gorilla/websocket"
 	"go.mongodb.org/mongo-driver/bson"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestBinaryWithMongoDB(t *testing.T) {
 	if testing.Short() {
@@ -55,16 +35,13 @@ func TestBinaryWithMongoDB(t *testing.T) {
 	if out, err := exec.Command(gobin, "build", "-o", bin, "github.com/airlay/airlay/cmd/airlay-cli").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	der, _ := x509.MarshalPKIXPublicKey(&e2ePrivateKey().PublicKey)
-	if err := os.WriteFile(filepath.Join(dir, "jwt.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	servertest.WritePublicKey(t, dir)
 	config := fmt.Sprintf("[webSocketEvents]\naddress = 127.0.0.1\nport = 0\njwt_public_key = jwt.pem\npublish_token = %s\nshutdown_timeout = 5s\n\n[mongodb]\nuri = %s\ninstance = bin-1\n", e2ePublishToken, uri)
 	if err := os.WriteFile(filepath.Join(dir, "config.ini"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "web_socket", "server", "--config", filepath.Join(dir, "config.ini"))
-	logs := &lockedBuffer{}
+	logs := &servertest.Buffer{}
 	cmd.Stderr, cmd.Stdout = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

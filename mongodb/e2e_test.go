@@ -7,45 +7,23 @@ package mongodb
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/internal/servertest"
 	"github.com/airlay/airlay/server"
 	"github.com/gorilla/websocket"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo/options"
 )
-
-var (
-	e2eKeyOnce sync.Once
-	e2eKey     *rsa.PrivateKey
-)
-
-func e2ePrivateKey() *rsa.PrivateKey {
-	e2eKeyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		e2eKey = k
-	})
-	return e2eKey
-}
 
 const e2ePublishToken = "e2e-secret"
 
@@ -55,7 +33,7 @@ type serverEnv struct {
 	mg   *Mongo
 	base string
 	ws   string
-	logs *logBuffer
+	logs *servertest.Buffer
 }
 
 // startServer runs a server on f: what cmd/airlay-cli does with uri set.
@@ -69,15 +47,7 @@ func startServer(t *testing.T, f *fakeMongo, mcfg Config) *serverEnv {
 // startServerWith runs a server on the MongoDB that co reaches.
 func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serverEnv {
 	t.Helper()
-	dir := t.TempDir()
-	der, err := x509.MarshalPKIXPublicKey(&e2ePrivateKey().PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPath := filepath.Join(dir, "jwt.pem")
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyPath := servertest.WritePublicKey(t, t.TempDir())
 	cfg := server.Defaults()
 	cfg.File, cfg.Address, cfg.Port = "e2e.ini", "127.0.0.1", 0
 	cfg.JWTPublicKey, cfg.PublishToken = keyPath, e2ePublishToken
@@ -109,11 +79,7 @@ func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serv
 
 func (e *serverEnv) token(user string) string {
 	e.t.Helper()
-	tok, err := auth.Mint(e2ePrivateKey(), auth.MintOptions{UserID: user, Name: "e2e", TTL: time.Hour})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return tok
+	return servertest.Mint(e.t, auth.MintOptions{UserID: user, Name: "e2e", TTL: time.Hour})
 }
 
 func (e *serverEnv) dial() *websocket.Conn {

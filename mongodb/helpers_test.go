@@ -1,7 +1,6 @@
 package mongodb
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/airlay/airlay/events"
+	"github.com/airlay/airlay/internal/servertest"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -60,42 +60,24 @@ func testConfig() Config {
 	}
 }
 
-// logBuffer collects log output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // env is a Mongo on a fakeMongo, its source running into a hub.
 type env struct {
 	t    *testing.T
 	f    *fakeMongo
 	mg   *Mongo
 	hub  *events.Hub
-	logs *logBuffer
+	logs *servertest.Buffer
 	stop func() // cancels Run and waits for it
 }
 
-func connect(t *testing.T, f *fakeMongo, cfg Config) (*Mongo, *logBuffer) {
+func connect(t *testing.T, f *fakeMongo, cfg Config) (*Mongo, *servertest.Buffer) {
 	t.Helper()
 	return connectWith(t, f.clientOptions(), cfg)
 }
 
-func connectWith(t *testing.T, co *options.ClientOptions, cfg Config) (*Mongo, *logBuffer) {
+func connectWith(t *testing.T, co *options.ClientOptions, cfg Config) (*Mongo, *servertest.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &servertest.Buffer{}
 	mg, err := Connect(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), co)
 	if err != nil {
 		t.Fatal(err)
