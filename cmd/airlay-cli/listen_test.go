@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/airlay/airlay/internal/servertest"
 )
 
 const (
@@ -32,8 +33,8 @@ const (
 type listenProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *servertest.Buffer
+	stderr *servertest.Buffer
 	exited chan struct{}
 }
 
@@ -44,7 +45,7 @@ func startCLI(t *testing.T, env []string, args ...string) *listenProc {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(cleanEnv(), env...)
-	p := &listenProc{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &listenProc{cmd: cmd, stdout: &servertest.Buffer{}, stderr: &servertest.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -91,7 +92,7 @@ func (p *listenProc) wait(t *testing.T, timeout time.Duration) int {
 }
 
 // waitLine waits until stream has a line matching re.
-func (p *listenProc) waitLine(t *testing.T, stream *syncBuffer, re string) {
+func (p *listenProc) waitLine(t *testing.T, stream *servertest.Buffer, re string) {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(10 * time.Second)
@@ -227,22 +228,9 @@ func TestListenStdinRequests(t *testing.T) {
 // --timeout bounds connecting to a server that never answers.
 func TestListenTimeout(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	addr := servertest.ListenSilent(t)
 	start := time.Now()
-	l := startCLI(t, []string{"AIRLAY_TOKEN=x"}, "web_socket", "listen", "--url", "ws://"+ln.Addr().String()+"/ws", "--timeout", "300ms", "notification")
+	l := startCLI(t, []string{"AIRLAY_TOKEN=x"}, "web_socket", "listen", "--url", "ws://"+addr+"/ws", "--timeout", "300ms", "notification")
 	if code := l.wait(t, 5*time.Second); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
@@ -433,7 +421,7 @@ func TestPublish(t *testing.T) {
 		cmd := exec.CommandContext(ctx, bin, append([]string{"web_socket", "publish"}, tt.args...)...)
 		cmd.Env = append(cleanEnv(), tt.env...)
 		cmd.Stdin = strings.NewReader(tt.stdin)
-		var stdout, stderr syncBuffer
+		var stdout, stderr servertest.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
 		cancel()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/airlay/airlay"
 	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/internal/servertest"
 	"github.com/airlay/airlay/server"
 	"github.com/gorilla/websocket"
 )
@@ -511,30 +512,12 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serverProc is a running `airlay-cli web_socket server`.
 type serverProc struct {
 	cmd    *exec.Cmd
 	base   string // http://127.0.0.1:PORT
-	stderr *syncBuffer
-	stdout *syncBuffer
+	stderr *servertest.Buffer
+	stdout *servertest.Buffer
 	exited chan struct{}
 	err    error // of Wait, once exited is closed
 }
@@ -604,8 +587,8 @@ whatever = ignored
 `, port, publishToken, mongo))
 	p := &serverProc{
 		cmd:    exec.Command(bin, "web_socket", "server", "--config", path),
-		stderr: &syncBuffer{},
-		stdout: &syncBuffer{},
+		stderr: &servertest.Buffer{},
+		stdout: &servertest.Buffer{},
 		exited: make(chan struct{}),
 	}
 	p.cmd.Dir = t.TempDir() // the config is found by --config, not the cwd
