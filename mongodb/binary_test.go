@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/airlay/airlay/internal/servertest"
+	"github.com/airlay/airlay/internal/testkit"
 	"github.com/gorilla/websocket"
 	"go.mongodb.org/mongo-driver/bson"
 )
@@ -35,13 +35,13 @@ func TestBinaryWithMongoDB(t *testing.T) {
 	if out, err := exec.Command(gobin, "build", "-o", bin, "github.com/airlay/airlay/cmd/airlay-cli").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	servertest.WritePublicKey(t, dir)
+	testkit.WritePublicKey(t, dir)
 	config := fmt.Sprintf("[webSocketEvents]\naddress = 127.0.0.1\nport = 0\njwt_public_key = jwt.pem\npublish_token = %s\nshutdown_timeout = 5s\n\n[mongodb]\nuri = %s\ninstance = bin-1\n", e2ePublishToken, uri)
 	if err := os.WriteFile(filepath.Join(dir, "config.ini"), []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "web_socket", "server", "--config", filepath.Join(dir, "config.ini"))
-	logs := &servertest.Buffer{}
+	logs := &testkit.Buffer{}
 	cmd.Stderr, cmd.Stdout = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/airlay/airlay/auth"
-	"github.com/airlay/airlay/internal/servertest"
+	"github.com/airlay/airlay/internal/testkit"
 	"github.com/airlay/airlay/server"
 	"github.com/gorilla/websocket"
 	"go.mongodb.org/mongo-driver/bson"
@@ -33,7 +33,7 @@ type serverEnv struct {
 	mg   *Mongo
 	base string
 	ws   string
-	logs *servertest.Buffer
+	logs *testkit.Buffer
 }
 
 // startServer runs a server on f: what cmd/airlay-cli does with uri set.
@@ -47,7 +47,7 @@ func startServer(t *testing.T, f *fakeMongo, mcfg Config) *serverEnv {
 // startServerWith runs a server on the MongoDB that co reaches.
 func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serverEnv {
 	t.Helper()
-	keyPath := servertest.WritePublicKey(t, t.TempDir())
+	keyPath := testkit.WritePublicKey(t, t.TempDir())
 	cfg := server.Defaults()
 	cfg.File, cfg.Address, cfg.Port = "e2e.ini", "127.0.0.1", 0
 	cfg.JWTPublicKey, cfg.PublishToken = keyPath, e2ePublishToken
@@ -79,7 +79,7 @@ func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serv
 
 func (e *serverEnv) token(user string) string {
 	e.t.Helper()
-	return servertest.Mint(e.t, auth.MintOptions{UserID: user, Name: "e2e", TTL: time.Hour})
+	return testkit.Mint(e.t, auth.MintOptions{UserID: user, Name: "e2e", TTL: time.Hour})
 }
 
 func (e *serverEnv) dial() *websocket.Conn {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/airlay/airlay/events"
-	"github.com/airlay/airlay/internal/servertest"
+	"github.com/airlay/airlay/internal/testkit"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -66,18 +66,18 @@ type env struct {
 	f    *fakeMongo
 	mg   *Mongo
 	hub  *events.Hub
-	logs *servertest.Buffer
+	logs *testkit.Buffer
 	stop func() // cancels Run and waits for it
 }
 
-func connect(t *testing.T, f *fakeMongo, cfg Config) (*Mongo, *servertest.Buffer) {
+func connect(t *testing.T, f *fakeMongo, cfg Config) (*Mongo, *testkit.Buffer) {
 	t.Helper()
 	return connectWith(t, f.clientOptions(), cfg)
 }
 
-func connectWith(t *testing.T, co *options.ClientOptions, cfg Config) (*Mongo, *servertest.Buffer) {
+func connectWith(t *testing.T, co *options.ClientOptions, cfg Config) (*Mongo, *testkit.Buffer) {
 	t.Helper()
-	logs := &servertest.Buffer{}
+	logs := &testkit.Buffer{}
 	mg, err := Connect(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), co)
 	if err != nil {
 		t.Fatal(err)

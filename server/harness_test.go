@@ -4,26 +4,21 @@ package server
 // gorilla/websocket (not melody) and net/http.
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/internal/testkit"
 	"github.com/gorilla/websocket"
 )
 
@@ -39,52 +34,13 @@ const (
 	testPublishToken = "test-publish-token"
 )
 
-var (
-	keyOnce sync.Once
-	testKey *rsa.PrivateKey
-)
-
-func privateKey(t testing.TB) *rsa.PrivateKey {
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(err)
-		}
-		testKey = k
-	})
-	return testKey
-}
+func privateKey(t testing.TB) *rsa.PrivateKey { return testkit.Key(t) }
 
 // writePublicKey writes the test key's public half into dir and returns its path.
-func writePublicKey(t testing.TB, dir string) string {
-	der, err := x509.MarshalPKIXPublicKey(&privateKey(t).PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "jwt.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+func writePublicKey(t testing.TB, dir string) string { return testkit.WritePublicKey(t, dir) }
 
 // syncBuffer collects log output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.Buffer
 
 type testEnv struct {
 	t    testing.TB

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/airlay/airlay/internal/servertest"
+	"github.com/airlay/airlay/internal/testkit"
 )
 
 const (
@@ -33,8 +34,8 @@ const (
 type listenProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stdout *servertest.Buffer
-	stderr *servertest.Buffer
+	stdout *testkit.Buffer
+	stderr *testkit.Buffer
 	exited chan struct{}
 }
 
@@ -45,7 +46,7 @@ func startCLI(t *testing.T, env []string, args ...string) *listenProc {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(cleanEnv(), env...)
-	p := &listenProc{cmd: cmd, stdout: &servertest.Buffer{}, stderr: &servertest.Buffer{}, exited: make(chan struct{})}
+	p := &listenProc{cmd: cmd, stdout: &testkit.Buffer{}, stderr: &testkit.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -92,7 +93,7 @@ func (p *listenProc) wait(t *testing.T, timeout time.Duration) int {
 }
 
 // waitLine waits until stream has a line matching re.
-func (p *listenProc) waitLine(t *testing.T, stream *servertest.Buffer, re string) {
+func (p *listenProc) waitLine(t *testing.T, stream *testkit.Buffer, re string) {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(10 * time.Second)
@@ -421,7 +422,7 @@ func TestPublish(t *testing.T) {
 		cmd := exec.CommandContext(ctx, bin, append([]string{"web_socket", "publish"}, tt.args...)...)
 		cmd.Env = append(cleanEnv(), tt.env...)
 		cmd.Stdin = strings.NewReader(tt.stdin)
-		var stdout, stderr servertest.Buffer
+		var stdout, stderr testkit.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
 		cancel()

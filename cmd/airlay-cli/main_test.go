@@ -25,7 +25,7 @@ import (
 
 	"github.com/airlay/airlay"
 	"github.com/airlay/airlay/auth"
-	"github.com/airlay/airlay/internal/servertest"
+	"github.com/airlay/airlay/internal/testkit"
 	"github.com/airlay/airlay/server"
 	"github.com/gorilla/websocket"
 )
@@ -516,8 +516,8 @@ func copyFile(t *testing.T, from, to string) {
 type serverProc struct {
 	cmd    *exec.Cmd
 	base   string // http://127.0.0.1:PORT
-	stderr *servertest.Buffer
-	stdout *servertest.Buffer
+	stderr *testkit.Buffer
+	stdout *testkit.Buffer
 	exited chan struct{}
 	err    error // of Wait, once exited is closed
 }
@@ -587,8 +587,8 @@ whatever = ignored
 `, port, publishToken, mongo))
 	p := &serverProc{
 		cmd:    exec.Command(bin, "web_socket", "server", "--config", path),
-		stderr: &servertest.Buffer{},
-		stdout: &servertest.Buffer{},
+		stderr: &testkit.Buffer{},
+		stdout: &testkit.Buffer{},
 		exited: make(chan struct{}),
 	}
 	p.cmd.Dir = t.TempDir() // the config is found by --config, not the cwd

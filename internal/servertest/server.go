@@ -1,3 +1,9 @@
+// Package servertest runs the real server (server.New and Serve) on a
+// loopback port in the test's own process, for the tests of several
+// packages; the key, tokens and buffer it uses are internal/testkit's.
+//
+// The tests of package server itself cannot use it (it imports server);
+// server/harness_test.go has its own server start.
 package servertest
 
 import (
@@ -13,6 +19,7 @@ import (
 	"time"
 
 	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/internal/testkit"
 	"github.com/airlay/airlay/server"
 )
 
@@ -32,7 +39,7 @@ type Server struct {
 	served chan error
 }
 
-// Start starts a server with the test settings (a public key file of Key,
+// Start starts a server with the test settings (a public key file of testkit.Key,
 // PublishToken, a 2 s shutdown timeout, the log discarded) changed by
 // mutate, and stops it when the test ends. mutate also gets the server's
 // base URL, http://127.0.0.1:PORT, for settings that name its own origin.
@@ -42,7 +49,7 @@ func Start(t testing.TB, mutate func(cfg *server.Config, base string)) *Server {
 	cfg.File = "test.ini"
 	cfg.Address = "127.0.0.1"
 	cfg.Port = 0
-	cfg.JWTPublicKey = WritePublicKey(t, t.TempDir())
+	cfg.JWTPublicKey = testkit.WritePublicKey(t, t.TempDir())
 	cfg.PublishToken = PublishToken
 	cfg.ShutdownTimeout = 2 * time.Second
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -116,7 +123,7 @@ func (s *Server) WSURL() string { return "ws://" + s.Addr + "/ws" }
 // Token mints a token for user, named "test", valid for ttl.
 func (s *Server) Token(user string, ttl time.Duration) string {
 	s.t.Helper()
-	return Mint(s.t, auth.MintOptions{UserID: user, Name: "test", TTL: ttl})
+	return testkit.Mint(s.t, auth.MintOptions{UserID: user, Name: "test", TTL: ttl})
 }
 
 // Publish POSTs body to /api/events?wait=2 with the configured publish

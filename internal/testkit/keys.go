@@ -1,11 +1,9 @@
-// Package servertest is what the tests of several packages share to run the
-// real server: a test RSA key and tokens signed with it, the server
-// (server.New and Serve) on a loopback port in the test's own process, and
-// a buffer that goroutines may write while a test reads it.
-//
-// The tests of package server itself cannot use it (it imports server);
-// server/harness_test.go has its own.
-package servertest
+// Package testkit is what the tests of every package share that needs no
+// server: a test RSA key, its public key file and tokens signed with it, and
+// a buffer that goroutines may write while a test reads it. It does not
+// import package server, so that server's own tests can use it;
+// internal/servertest builds the in-process server on it.
+package testkit
 
 import (
 	"crypto/rand"
