@@ -717,7 +717,12 @@ func pubAsync(e *testEnv, query, body string) <-chan pubResult {
 // pending, and a reading subscriber of the same key as delivered.
 func TestPublishWaitSlowConsumer(t *testing.T) {
 	t.Parallel()
-	e, gl := pubStartGatedEnv(t, func(c *Config) { c.SendQueue = 1 })
+	// Two frames: a frame counts against the queue until melody's writer
+	// reports it written, which may be a moment after the client has read
+	// it; with a queue of one, the fast client's next event could find its
+	// queue still "full" of the frame it had just read (seen once in 20
+	// runs under load).
+	e, gl := pubStartGatedEnv(t, func(c *Config) { c.SendQueue = 2 })
 	tok := e.token(userA, time.Hour)
 	slow := e.dial()
 	slow.do(tok, "attach", "issueUpdate", issue1, 0)
@@ -725,8 +730,8 @@ func TestPublishWaitSlowConsumer(t *testing.T) {
 	fast.do(tok, "attach", "issueUpdate", issue1, 0)
 	gl.of(slow).hold()
 
-	// The first event blocks the slow connection's writer (or waits in its
-	// queue of 1); by the third the queue has overflowed.
+	// The first event blocks the slow connection's writer, the second waits
+	// in its queue of 2; the third overflows it.
 	first := pubAsync(e, "?wait=10", eventJSON("issueUpdate", issue1))
 	fast.expectEvent("issueUpdate", issue1)
 	for i := 0; i < 2; i++ {
