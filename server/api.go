@@ -56,6 +56,23 @@ func (s *Server) cors(next http.Handler) http.Handler {
 	})
 }
 
+// backendPost lets through a POST that carries the publish token to an
+// endpoint that is enabled; otherwise it answers 404, 405 or 401 and
+// reports false. It is the gate of the backend endpoints (/api/events,
+// /api/files).
+func (s *Server) backendPost(w http.ResponseWriter, r *http.Request, enabled bool) bool {
+	if !enabled {
+		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
+		return false
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeAnswer(w, http.StatusMethodNotAllowed, "Method not allowed", events.InvalidRequest)
+		return false
+	}
+	return s.checkBearer(w, r)
+}
+
 // checkBearer answers 401 unless the request carries the publish token.
 func (s *Server) checkBearer(w http.ResponseWriter, r *http.Request) bool {
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
@@ -101,16 +118,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() { s.metrics.publishRequests.WithLabelValues(strconv.Itoa(sw.status)).Inc() }()
 	w = sw
-	if s.cfg.PublishToken == "" {
-		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
-		return
-	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeAnswer(w, http.StatusMethodNotAllowed, "Method not allowed", events.InvalidRequest)
-		return
-	}
-	if !s.checkBearer(w, r) {
+	if !s.backendPost(w, r, s.cfg.PublishToken != "") {
 		return
 	}
 	var wait time.Duration

@@ -621,16 +621,7 @@ func (s *Server) handleFileUpload(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() { s.fileMetrics.uploads.WithLabelValues(strconv.Itoa(sw.status)).Inc() }()
 	w = sw
-	if s.files == nil {
-		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
-		return
-	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeAnswer(w, http.StatusMethodNotAllowed, "Method not allowed", events.InvalidRequest)
-		return
-	}
-	if !s.checkBearer(w, r) {
+	if !s.backendPost(w, r, s.files != nil) {
 		return
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)

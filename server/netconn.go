@@ -58,10 +58,7 @@ type batchConn struct {
 // up to slack (an eighth of write_timeout) early. An earlier deadline, or
 // none, is always applied.
 func (b *batchConn) SetWriteDeadline(t time.Time) error {
-	var ns int64
-	if !t.IsZero() {
-		ns = t.UnixNano()
-	}
+	ns := unixNano(t)
 	cur := b.deadline.Load()
 	if ns != 0 && cur != 0 && ns >= cur && ns-cur <= int64(b.slack) {
 		return nil
@@ -78,12 +75,16 @@ func (b *batchConn) SetDeadline(t time.Time) error {
 	if err := b.Conn.SetDeadline(t); err != nil {
 		return err
 	}
-	var ns int64
-	if !t.IsZero() {
-		ns = t.UnixNano()
-	}
-	b.deadline.Store(ns)
+	b.deadline.Store(unixNano(t))
 	return nil
+}
+
+// unixNano is t in Unix nanoseconds, 0 for the zero time (no deadline).
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // more reports whether frames beyond the one being written wait in the queue.
