@@ -92,10 +92,15 @@ func connectWith(t *testing.T, co *options.ClientOptions, cfg Config) (*Mongo, *
 }
 
 // startSource connects to f and runs the source until the test ends.
-func startSource(t *testing.T, f *fakeMongo, cfg Config) *env {
+// Recorders given are subscribed before the source starts, so that they
+// miss nothing it delivers at once (changes made while no source ran).
+func startSource(t *testing.T, f *fakeMongo, cfg Config, recs ...*recorder) *env {
 	t.Helper()
 	mg, logs := connect(t, f, cfg)
 	e := &env{t: t, f: f, mg: mg, hub: events.NewHub(), logs: logs}
+	for _, r := range recs {
+		r.subscribe(e.hub)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mg.Source.Run(ctx, e.hub) }()

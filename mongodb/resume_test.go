@@ -261,9 +261,8 @@ func TestTokenSavedAndRestart(t *testing.T) {
 	}
 	f.addChanges(issueChange(3), issueChange(4)) // while stopped
 
-	e2 := startSource(t, f, cfg)
-	rec2 := newRecorder()
-	rec2.subscribe(e2.hub)
+	rec2 := newRecorder() // subscribed before the source runs: 3 and 4 come at once
+	e2 := startSource(t, f, cfg, rec2)
 	got := rec2.waitFrames(t, 2)
 	time.Sleep(30 * time.Millisecond)
 	got = rec2.got()
