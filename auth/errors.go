@@ -1,9 +1,6 @@
 package auth
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 // Errors returned by [Verifier.Verify]. Every failure other than an empty
 // token wraps ErrInvalidToken with a short fixed reason ("invalid token:
@@ -35,6 +32,14 @@ var (
 	errNoUserID       = invalid("data.id missing")
 	errBadUserID      = invalid("data.id is not an ObjectId")
 	errRejected       = invalid("rejected")
+	errCrit           = invalid("crit header not supported")
+	errDateNotNumber  = invalid("exp, nbf or iat is not a JSON number")
 )
 
-func invalid(reason string) error { return fmt.Errorf("%w: %s", ErrInvalidToken, reason) }
+// reasonError is one of the reasons above.
+type reasonError struct{ reason string }
+
+func (e *reasonError) Error() string { return ErrInvalidToken.Error() + ": " + e.reason }
+func (e *reasonError) Unwrap() error { return ErrInvalidToken }
+
+func invalid(reason string) error { return &reasonError{reason} }

@@ -43,12 +43,13 @@ type Options struct {
 // Verifier checks RS256 access tokens against one public key and caches the
 // ones that passed. It is safe for concurrent use.
 type Verifier struct {
-	key    *rsa.PublicKey
-	parser *jwt.Parser
-	leeway time.Duration
-	now    func() time.Time
-	cache  *cache // nil: disabled
-	keyFn  jwt.Keyfunc
+	key       *rsa.PublicKey
+	parser    *jwt.Parser
+	validator *jwt.Validator
+	leeway    time.Duration
+	now       func() time.Time
+	cache     *cache // nil: disabled
+	keyFn     jwt.Keyfunc
 
 	rsaVerifies atomic.Int64 // signatures checked, read by tests
 }
@@ -76,25 +77,35 @@ func NewVerifier(key *rsa.PublicKey, opts Options) *Verifier {
 		v.cache = newCache(opts.CacheSize)
 	}
 	v.keyFn = v.keyFor
-	popts := []jwt.ParserOption{
-		jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+	// The claims are checked before the signature (in keyFor), so that an
+	// expired or otherwise unusable token costs no RSA verification.
+	vopts := []jwt.ParserOption{
 		jwt.WithLeeway(v.leeway),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(v.now),
 	}
 	if opts.Issuer != "" {
-		popts = append(popts, jwt.WithIssuer(opts.Issuer))
+		vopts = append(vopts, jwt.WithIssuer(opts.Issuer))
 	}
-	v.parser = jwt.NewParser(popts...)
+	v.validator = jwt.NewValidator(vopts...)
+	v.parser = jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg()}),
+		// RFC 7515: base64url without padding and with the unused bits of
+		// the last character zero, so that a signature has one spelling
+		// (and one cache entry).
+		jwt.WithStrictDecoding(),
+		jwt.WithoutClaimsValidation(),
+	)
 	return v
 }
 
 // Verify checks token and returns its claims. An empty token is ErrNoToken;
 // every other failure wraps ErrInvalidToken with the reason: a signature that
-// is bad or not RS256, exp missing or past, nbf or iat in the future, a wrong
-// or missing iss (when Options.Issuer is set), data.id missing or not an
-// ObjectId. The error never contains the token.
+// is bad, not RS256 or not canonical base64url, a crit header, exp missing
+// or past, exp, nbf or iat not a JSON number, nbf or iat in the future, a
+// wrong or missing iss (when Options.Issuer is set), data.id missing or not
+// an ObjectId. The error never contains the token.
 //
 // A token seen before comes from the cache without RSA work, but is checked
 // against its exp again, with the same leeway.
@@ -132,13 +143,50 @@ func (v *Verifier) verifyAndCache(token string) (Claims, error) {
 
 // tokenClaims is the payload as issued at login. The data fields are `any`
 // so that a wrongly typed id is reported as such and a wrongly typed name
-// is ignored.
+// is ignored. The dates are JSON numbers only (jwt's own type also takes a
+// string holding a number).
 type tokenClaims struct {
-	jwt.RegisteredClaims
-	Data *struct {
+	Issuer    string           `json:"iss"`
+	Subject   string           `json:"sub"`
+	Audience  jwt.ClaimStrings `json:"aud"`
+	ExpiresAt numericDate      `json:"exp"`
+	NotBefore numericDate      `json:"nbf"`
+	IssuedAt  numericDate      `json:"iat"`
+	Data      *struct {
 		ID   any `json:"id"`
 		Name any `json:"name"`
 	} `json:"data"`
+}
+
+var _ jwt.Claims = (*tokenClaims)(nil)
+
+func (c *tokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt.get(), nil }
+func (c *tokenClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore.get(), nil }
+func (c *tokenClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt.get(), nil }
+func (c *tokenClaims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *tokenClaims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *tokenClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Audience, nil }
+
+// numericDate is a date claim that must be a JSON number when present
+// (null included: it is not a number).
+type numericDate struct {
+	jwt.NumericDate
+	set bool
+}
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '-' && (b[0] < '0' || b[0] > '9') {
+		return errDateNotNumber
+	}
+	d.set = true
+	return d.NumericDate.UnmarshalJSON(b)
+}
+
+func (d *numericDate) get() *jwt.NumericDate {
+	if !d.set {
+		return nil
+	}
+	return &d.NumericDate
 }
 
 // verify is the uncached path: signature and claims.
@@ -160,21 +208,33 @@ func (v *Verifier) verify(token string) (Claims, error) {
 	return Claims{UserID: id, Name: name, ExpiresAt: tc.ExpiresAt.Time}, nil
 }
 
-// keyFor hands the key to the parser, which then checks the signature. The
-// parser already refused every algorithm but RS256; this checks it again.
+// keyFor hands the key to the parser, which then checks the signature:
+// only once the header and the claims passed, so that a token refused for
+// them costs no RSA verification. The parser already refused every
+// algorithm but RS256; this checks it again.
 func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 	if t.Method != jwt.SigningMethodRS256 {
 		return nil, errAlgorithm
+	}
+	if _, ok := t.Header["crit"]; ok {
+		// RFC 7515 4.1.11: extensions named there must be understood,
+		// and this verifier understands none.
+		return nil, errCrit
+	}
+	tc := t.Claims.(*tokenClaims)
+	if err := v.validator.Validate(tc); err != nil {
+		return nil, reason(t, tc, err)
 	}
 	v.rsaVerifies.Add(1)
 	return v.key, nil
 }
 
-// reason maps a jwt error to one of ours. jwt checks in stages (shape,
-// algorithm, signature, claims), so a claim is only blamed once the
-// signature held.
+// reason maps a jwt error to one of ours (or passes ours on).
 func reason(t *jwt.Token, tc *tokenClaims, err error) error {
+	var ours *reasonError
 	switch {
+	case errors.As(err, &ours):
+		return ours
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return errMalformed
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
@@ -185,7 +245,7 @@ func reason(t *jwt.Token, tc *tokenClaims, err error) error {
 		}
 		return errSignature
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		if tc.ExpiresAt == nil {
+		if !tc.ExpiresAt.set {
 			return errExpMissing
 		}
 		return errIssMissing

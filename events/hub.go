@@ -25,6 +25,7 @@ type Hub struct {
 	seed   maphash.Seed
 	shards [shardCount]shard
 	pubMu  sync.Mutex
+	batch  uint64 // the latest Publish's Delivery.Batch; under pubMu
 	count  atomic.Int64
 	now    func() time.Time
 
@@ -197,9 +198,10 @@ func (h *Hub) Publish(evs []Event, tr *Tracker) int {
 	n := 0
 	h.pubMu.Lock()
 	now := h.now()
+	h.batch++
 	for i := range evs {
 		d := &ds[i]
-		d.Accepted = now
+		d.Accepted, d.Batch = now, h.batch
 		subs := h.subscribers(evs[i].Key())
 		if tr != nil {
 			tr.add(len(subs))

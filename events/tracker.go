@@ -14,6 +14,11 @@ type Delivery struct {
 	// Tracker counts the writes of this event when a publisher waits for
 	// them; nil otherwise.
 	Tracker *Tracker
+	// Batch numbers the Hub.Publish call the event came in (from 1); the
+	// events of one publish share it. A send queue judges a subscriber by
+	// what it still holds of earlier batches, never by the frames of the
+	// batch being handed out. 0: not an event (an answer).
+	Batch uint64
 }
 
 // Tracker counts (subscriber, event) pairs of one publish request: how many

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -75,27 +76,44 @@ func (s *Server) backendPost(w http.ResponseWriter, r *http.Request, enabled boo
 
 // checkBearer answers 401 unless the request carries the publish token.
 func (s *Server) checkBearer(w http.ResponseWriter, r *http.Request) bool {
+	return checkSecret(w, r, s.cfg.PublishToken)
+}
+
+// checkSecret answers 401 (code 1 without a bearer token, 2 with another
+// one) unless the request carries "Authorization: Bearer <secret>".
+func checkSecret(w http.ResponseWriter, r *http.Request, secret string) bool {
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	token = strings.TrimSpace(token)
 	if !strings.EqualFold(scheme, "Bearer") || token == "" {
 		writeAnswer(w, http.StatusUnauthorized, events.TokenNotSet.Message(), events.TokenNotSet)
 		return false
 	}
-	if subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.PublishToken)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(token), []byte(secret)) != 1 {
 		writeAnswer(w, http.StatusUnauthorized, events.InvalidToken.Message(), events.InvalidToken)
 		return false
 	}
 	return true
 }
 
-// readBody reads at most limit bytes; past it the answer is 413.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+// readBody reads at most limit bytes within timeout; past the limit the
+// answer is 413, past the time 408.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, bool) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(timeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	// A read deadline left in force would cancel the request's context
+	// when it passes (net/http watches the connection after the body), and
+	// with it a ?wait that is still waiting.
+	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &tooBig):
 			writeAnswer(w, http.StatusRequestEntityTooLarge, "Request too large", events.InvalidRequest)
-		} else {
+		case errors.As(err, &ne) && ne.Timeout():
+			writeAnswer(w, http.StatusRequestTimeout, "Request timeout", events.InvalidRequest)
+		default:
 			writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
 		}
 		return nil, false
@@ -113,8 +131,6 @@ type publishAnswer struct {
 
 // handlePublish is POST /api/events.
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
-	s.publishing.Add(1)
-	defer s.publishing.Add(-1)
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() { s.metrics.publishRequests.WithLabelValues(strconv.Itoa(sw.status)).Inc() }()
 	w = sw
@@ -131,7 +147,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = time.Duration(secs * float64(time.Second))
 	}
-	body, ok := readBody(w, r, s.cfg.MaxPublishBytes)
+	body, ok := readBody(w, r, s.cfg.MaxPublishBytes, s.cfg.BodyTimeout)
 	if !ok {
 		return
 	}
@@ -179,6 +195,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
@@ -236,4 +255,16 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeAnswer(w, http.StatusOK, events.OK.Message(), events.OK)
+}
+
+// metricsGate keeps /metrics behind metrics_token when one is set.
+func (s *Server) metricsGate(next http.Handler) http.Handler {
+	if s.cfg.MetricsToken == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if checkSecret(w, r, s.cfg.MetricsToken) {
+			next.ServeHTTP(w, r)
+		}
+	})
 }

@@ -77,6 +77,23 @@ type Config struct {
 	// MaxConnections: max_connections, open WebSocket connections; past it
 	// /ws answers 503. Default 10000.
 	MaxConnections int
+	// AuthTimeout: auth_timeout, a connection that has presented no valid
+	// token this long after it opened is closed with 4002; default 10s.
+	AuthTimeout time.Duration
+	// MaxTokenFailures: max_token_failures, code-2 answers in a row after
+	// which a connection is closed with 4003; default 5.
+	MaxTokenFailures int
+	// BodyTimeout: body_timeout, the longest the body of a POST /api/events
+	// may take to arrive (400 past it); default 30s.
+	BodyTimeout time.Duration
+	// UploadTimeout: upload_timeout, the longest the body of a POST
+	// /api/files may take to arrive, besides the minute of silence that
+	// cuts an upload off; default 10m.
+	UploadTimeout time.Duration
+	// MetricsToken: metrics_token, when set /metrics answers only requests
+	// with "Authorization: Bearer <metrics_token>" (401 otherwise); empty:
+	// /metrics is open to anyone who reaches the listener.
+	MetricsToken string
 	// TokenLeeway: token_leeway, clock skew allowed on exp, nbf and iat;
 	// default 5s.
 	TokenLeeway time.Duration
@@ -191,6 +208,10 @@ func Defaults() Config {
 		PingInterval:     25 * time.Second,
 		PongTimeout:      60 * time.Second,
 		MaxConnections:   10000,
+		AuthTimeout:      10 * time.Second,
+		MaxTokenFailures: 5,
+		BodyTimeout:      30 * time.Second,
+		UploadTimeout:    10 * time.Minute,
 		TokenLeeway:      5 * time.Second,
 		TokenCacheSize:   10000,
 		ShutdownTimeout:  10 * time.Second,
@@ -328,6 +349,11 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 		"ping_interval":      p.duration(&c.PingInterval, 10*time.Millisecond),
 		"pong_timeout":       p.duration(&c.PongTimeout, 10*time.Millisecond),
 		"max_connections":    p.count(&c.MaxConnections, 1),
+		"auth_timeout":       p.duration(&c.AuthTimeout, 10*time.Millisecond),
+		"max_token_failures": p.count(&c.MaxTokenFailures, 1),
+		"body_timeout":       p.duration(&c.BodyTimeout, 10*time.Millisecond),
+		"upload_timeout":     p.duration(&c.UploadTimeout, 10*time.Millisecond),
+		"metrics_token":      p.str(&c.MetricsToken),
 		"token_leeway":       p.duration(&c.TokenLeeway, 0),
 		"token_cache_size":   p.count(&c.TokenCacheSize, 0),
 		"shutdown_timeout":   p.duration(&c.ShutdownTimeout, 10*time.Millisecond),

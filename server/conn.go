@@ -12,12 +12,6 @@ import (
 	"github.com/olahol/melody"
 )
 
-// Close codes the server sends besides the standard ones.
-const (
-	CloseTokenExpired = 4001 // the latest token presented has expired
-	CloseSlowConsumer = 4008 // the send queue was full
-)
-
 // conn is the server's state of one WebSocket connection. It implements
 // events.Subscriber.
 type conn struct {
@@ -26,13 +20,20 @@ type conn struct {
 	id     uint64
 	opened time.Time
 
+	// handling is held while the reader answers a request, so that a close
+	// decided meanwhile (expiry) goes after that answer.
+	handling sync.Mutex
+	failures int // code-2 answers in a row; the reader's alone
+
 	mu      sync.Mutex
 	user    string // the user this connection belongs to; "" until the first valid token
 	name    string
 	expires time.Time // latest exp among the valid tokens presented
-	timer   *time.Timer
-	subs    map[events.Key]struct{}
-	gone    bool // disconnected
+	// timer fires at auth_timeout after the open while no valid token came
+	// (4002), then at expires (4001).
+	timer *time.Timer
+	subs  map[events.Key]struct{}
+	gone  bool // disconnected
 
 	logUser atomic.Pointer[string] // user for log lines, readable without mu
 
@@ -44,6 +45,7 @@ type conn struct {
 
 	closing     atomic.Bool // a close was started by the server
 	closeReason atomic.Pointer[string]
+	closeItem   atomic.Pointer[events.Delivery] // the close frame queued by closeAfterQueue
 }
 
 var _ events.Subscriber = (*conn)(nil)
@@ -58,7 +60,13 @@ func (c *conn) LogValue() slog.Value {
 }
 
 // write hands a frame to melody; the queue calls it under its lock.
-func (c *conn) write(frame []byte) { _ = c.sess.Write(frame) }
+func (c *conn) write(d *events.Delivery) {
+	if d == c.closeItem.Load() {
+		_ = c.sess.CloseWithMsg(d.Frame) // melody writes it after the frames before it, then closes
+		return
+	}
+	_ = c.sess.Write(d.Frame)
+}
 
 // Send queues a delivery. It never blocks: a connection whose queue is full
 // is closed as a slow consumer.
@@ -80,8 +88,8 @@ func (c *conn) slowConsumer() {
 		return
 	}
 	c.srv.metrics.slowConsumers.Inc()
-	c.srv.log.Warn("slow consumer: send queue full, closing", "conn", c, "code", CloseSlowConsumer)
-	c.close(CloseSlowConsumer, "slow consumer")
+	c.srv.warn.Warn("slow consumer: send queue full, closing", "conn", c, "code", events.SlowConsumer.Code)
+	c.close(events.SlowConsumer)
 }
 
 // sent is called by melody's writer after each text frame was written.
@@ -141,11 +149,7 @@ func (c *conn) claim(cl auth.Claims) bool {
 	if cl.ExpiresAt.After(c.expires) {
 		c.expires = cl.ExpiresAt
 		d := time.Until(c.expires)
-		if c.timer == nil {
-			c.timer = time.AfterFunc(d, c.expire)
-		} else {
-			c.timer.Reset(d)
-		}
+		c.timer.Reset(d)
 	}
 	return true
 }
@@ -175,32 +179,64 @@ func (c *conn) owner() string {
 	return c.user
 }
 
+// expire runs on the connection's timer: at auth_timeout while no valid
+// token came (4002), at the latest exp afterwards (4001). A request the
+// reader is answering meanwhile is answered first.
 func (c *conn) expire() {
+	c.handling.Lock()
+	defer c.handling.Unlock()
 	c.mu.Lock()
-	left := time.Until(c.expires)
-	if left > 0 && !c.gone { // extended after the timer fired
+	user, left, gone := c.user, time.Until(c.expires), c.gone
+	if user != "" && left > 0 && !gone { // extended after the timer fired
 		c.timer.Reset(left)
-		c.mu.Unlock()
-		return
 	}
 	c.mu.Unlock()
-	c.close(CloseTokenExpired, "token expired")
+	switch {
+	case gone, user != "" && left > 0:
+	case user == "":
+		c.closeAfterQueue(events.AuthTimeout)
+	default:
+		c.closeAfterQueue(events.TokenExpired)
+	}
 }
 
-// close starts closing the connection with a close frame. It never blocks:
-// the frame is written with a short deadline from its own goroutine, since
-// the writer may be stuck behind a slow peer.
-func (c *conn) close(code int, reason string) {
+// close starts closing the connection with a close frame at once, ahead of
+// anything queued (shutdown, a slow consumer, a broken frame). It never
+// blocks: the frame is written with a short deadline from its own
+// goroutine, since the writer may be stuck behind a slow peer; the socket
+// then closes (a lingering close, see batchConn.Close).
+func (c *conn) close(d events.Disconnect) {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
 	}
-	c.closeReason.Store(&reason)
+	c.closeReason.Store(&d.Reason)
 	ws := c.sess.WebsocketConnection()
 	go func() {
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-		// Give a well-behaved peer a moment to answer the close, then cut.
-		time.AfterFunc(500*time.Millisecond, func() { _ = ws.Close() })
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(d.Code, d.Reason), time.Now().Add(time.Second))
+		_ = ws.Close()
 	}()
+}
+
+// closeAfterQueue closes the connection with a close frame that goes after
+// every frame already queued (answers and events), so that the answer to
+// the request that caused it arrives first. A peer that does not read lets
+// the writes time out at write_timeout, which ends the connection all the
+// same.
+func (c *conn) closeAfterQueue(d events.Disconnect) {
+	if !c.closing.CompareAndSwap(false, true) {
+		return
+	}
+	c.closeReason.Store(&d.Reason)
+	item := &events.Delivery{Frame: websocket.FormatCloseMessage(d.Code, d.Reason)}
+	c.closeItem.Store(item)
+	if !c.queue.pushLast(item, c.write) {
+		_ = c.sess.WebsocketConnection().Close() // already going away
+	}
+}
+
+// alive extends the read deadline: the client sent a frame.
+func (c *conn) alive() {
+	_ = c.sess.WebsocketConnection().SetReadDeadline(time.Now().Add(c.srv.cfg.PongTimeout))
 }
 
 // setReason records why the connection went away, unless the server already

@@ -539,17 +539,23 @@ func diskError(err error) error {
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // idleReader extends the connection's read deadline while an upload keeps
-// sending, so that a stalled upload ends after uploadIdleTimeout.
+// sending, so that a stalled upload ends after uploadIdleTimeout, but never
+// past end (upload_timeout after the start), so that a trickle ends too.
 type idleReader struct {
 	r    io.Reader
 	rc   *http.ResponseController
 	idle time.Duration
+	end  time.Time
 	next time.Time // when to extend the deadline again
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
 	if now := time.Now(); now.After(r.next) {
-		_ = r.rc.SetReadDeadline(now.Add(r.idle))
+		d := now.Add(r.idle)
+		if d.After(r.end) {
+			d = r.end
+		}
+		_ = r.rc.SetReadDeadline(d)
 		r.next = now.Add(r.idle / 4)
 	}
 	return r.r.Read(p)
@@ -637,7 +643,7 @@ func (s *Server) handleFileUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := q.Get("name")
-	body := &idleReader{r: r.Body, rc: rc, idle: s.files.idle}
+	body := &idleReader{r: r.Body, rc: rc, idle: s.files.idle, end: time.Now().Add(s.cfg.UploadTimeout)}
 	key, f, err := s.files.put(name, body, r.ContentLength)
 	switch {
 	case err == nil:

@@ -15,20 +15,29 @@ const maxBatch = 16 << 10
 // yieldWindow: see batchConn.mayYield.
 const yieldWindow = time.Millisecond
 
+// deadlineSlack is the share of a deadline's duration by which the
+// deadline in force may come early: a later deadline moves the socket's
+// only once it is more than duration/deadlineSlack past the one in force
+// (see batchConn.SetWriteDeadline).
+const deadlineSlack = 8
+
+// lingerTimeout is how long a closed WebSocket connection keeps reading
+// (and discarding) what the peer still sends, so that the close frame it was
+// sent is not lost to a reset (see batchConn.Close).
+const lingerTimeout = time.Second
+
+// lingerBytes bounds what a lingering close reads.
+const lingerBytes = 64 << 20
+
 // batchListener wraps every accepted connection in a batchConn.
-type batchListener struct {
-	net.Listener
-	// slack is how much earlier than asked a write deadline may stay in
-	// force (see batchConn.SetWriteDeadline).
-	slack time.Duration
-}
+type batchListener struct{ net.Listener }
 
 func (l batchListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &batchConn{Conn: c, slack: l.slack}, nil
+	return &batchConn{Conn: c}, nil
 }
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
@@ -47,35 +56,81 @@ type batchConn struct {
 	mu  sync.Mutex
 	buf *[]byte // held frames; nil when empty (the buffer goes back to the pool)
 
-	slack    time.Duration
-	deadline atomic.Int64 // write deadline in force, Unix ns; 0: none
+	wdeadline atomic.Int64 // write deadline in force, Unix ns; 0: none
+	rdeadline atomic.Int64 // read deadline in force, Unix ns; 0: none
+
+	closeOnce sync.Once
 }
 
 // SetWriteDeadline is called before every frame (melody sets now plus
-// write_timeout each time), and moving the socket's deadline costs a timer
-// update in the runtime's poller. A later deadline is therefore applied only
-// once it is more than slack past the one in force, so a write may time out
-// up to slack (an eighth of write_timeout) early. An earlier deadline, or
-// none, is always applied.
+// write_timeout each time, gorilla now plus 1 s for a pong), and moving the
+// socket's deadline costs a timer update in the runtime's poller. A later
+// deadline is therefore applied only once it is more than an eighth of its
+// own duration past the one in force: a write may time out up to an eighth
+// of the time it was given early, never later. An earlier deadline, or none,
+// is always applied.
 func (b *batchConn) SetWriteDeadline(t time.Time) error {
+	return setDeadline(&b.wdeadline, t, b.Conn.SetWriteDeadline)
+}
+
+// SetReadDeadline is called for every frame the client sends (any frame is
+// a sign of life), with the same rule as SetWriteDeadline.
+func (b *batchConn) SetReadDeadline(t time.Time) error {
+	return setDeadline(&b.rdeadline, t, b.Conn.SetReadDeadline)
+}
+
+// setDeadline applies t through set unless the deadline in force (*rec) is
+// at most an eighth of t's duration earlier than t.
+func setDeadline(rec *atomic.Int64, t time.Time, set func(time.Time) error) error {
 	ns := unixNano(t)
-	cur := b.deadline.Load()
-	if ns != 0 && cur != 0 && ns >= cur && ns-cur <= int64(b.slack) {
-		return nil
+	if cur := rec.Load(); ns != 0 && cur != 0 && ns >= cur {
+		if now := time.Now().UnixNano(); cur > now && ns-cur <= (ns-now)/deadlineSlack {
+			return nil
+		}
 	}
-	if err := b.Conn.SetWriteDeadline(t); err != nil {
+	if err := set(t); err != nil {
 		return err
 	}
-	b.deadline.Store(ns)
+	rec.Store(ns)
 	return nil
 }
 
-// SetDeadline keeps the record of the write deadline in step.
+// SetDeadline keeps the record of both deadlines in step.
 func (b *batchConn) SetDeadline(t time.Time) error {
 	if err := b.Conn.SetDeadline(t); err != nil {
 		return err
 	}
-	b.deadline.Store(unixNano(t))
+	b.wdeadline.Store(unixNano(t))
+	b.rdeadline.Store(unixNano(t))
+	return nil
+}
+
+// Close of a WebSocket connection is a lingering close: the server's side
+// is shut for writing (the peer gets everything written, the close frame
+// last, then end of stream), and what the peer still sends is read and
+// dropped for up to lingerTimeout before the socket closes. Closing a socket
+// with unread data makes the kernel send a reset, and a peer that is still
+// sending (a frame over max_message_bytes, say) then loses the close frame
+// and sees 1006 instead of its code. Plain HTTP connections close at once.
+func (b *batchConn) Close() error {
+	if b.owner.Load() == nil {
+		return b.Conn.Close()
+	}
+	b.closeOnce.Do(func() {
+		cw, ok := b.Conn.(interface{ CloseWrite() error })
+		if !ok || cw.CloseWrite() != nil {
+			_ = b.Conn.Close()
+			return
+		}
+		_ = b.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+		go func() {
+			// The reader of the connection may still be reading as well
+			// (it ends at the peer's close frame or the deadline); what
+			// either reads is dropped.
+			_, _ = io.Copy(io.Discard, io.LimitReader(b.Conn, lingerBytes))
+			_ = b.Conn.Close()
+		}()
+	})
 	return nil
 }
 

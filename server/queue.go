@@ -15,10 +15,18 @@ const windowFrames = 16
 
 // sendQueue is a connection's outbound queue: a window of frames handed to
 // melody, in order and not yet written, and a backlog waiting for room in
-// the window. It is bounded in frames and in bytes; frames are shared
-// between connections, so the bytes bound what one connection can pin.
-// Because every frame passes through it, each write reported by melody is
-// matched to its delivery (latency, ?wait counts).
+// the window. Because every frame passes through it, each write reported by
+// melody is matched to its delivery (latency, ?wait counts).
+//
+// It is bounded in frames and in bytes (frames are shared between
+// connections, so the bytes bound what one connection can pin), and the
+// bounds judge what a connection has not written of earlier publishes: the
+// first frame of a publish is refused when the queue is at a bound, and the
+// rest of that publish then follows it. A publish hands all of its frames to
+// a connection at once, faster than any socket takes them, so counting them
+// against the bound would close prompt readers of a large publish; a slow
+// reader is caught by the next publish. The queue therefore holds at most
+// maxFrames-1 frames plus one publish (max_publish_events).
 type sendQueue struct {
 	maxFrames, maxBytes, window int
 
@@ -26,7 +34,9 @@ type sendQueue struct {
 	inMel   []*events.Delivery // handed to melody
 	backlog []*events.Delivery // waiting for room in inMel
 	bytes   int
-	closed  bool
+	batch   uint64 // Delivery.Batch of the latest event admitted
+	closed  bool   // nothing more is queued: closed, or a close frame is queued last
+	gone    bool   // the connection is gone: nothing more goes to melody
 
 	// length is len(inMel)+len(backlog), readable without the lock (the
 	// batchConn and answers waiting for room read it).
@@ -43,30 +53,51 @@ const (
 
 // push queues d; write hands a frame to melody and is called under the
 // queue's lock so that melody's order is the queue's order.
-func (q *sendQueue) push(d *events.Delivery, write func([]byte)) pushResult {
+func (q *sendQueue) push(d *events.Delivery, write func(*events.Delivery)) pushResult {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return pushClosed
 	}
-	n := len(q.inMel) + len(q.backlog)
-	if n >= q.maxFrames || q.bytes+len(d.Frame) > q.maxBytes {
-		return pushFull
+	if d.Batch == 0 || d.Batch != q.batch { // an answer, or the first frame of a publish
+		if len(q.inMel)+len(q.backlog) >= q.maxFrames || q.bytes >= q.maxBytes {
+			return pushFull
+		}
+		if d.Batch != 0 {
+			q.batch = d.Batch
+		}
 	}
+	q.add(d, write)
+	return pushed
+}
+
+// pushLast queues d after everything queued, whatever the bounds, and
+// queues nothing after it: d is the close frame.
+func (q *sendQueue) pushLast(d *events.Delivery, write func(*events.Delivery)) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return false
+	}
+	q.add(d, write)
+	q.closed = true
+	return true
+}
+
+func (q *sendQueue) add(d *events.Delivery, write func(*events.Delivery)) {
 	q.bytes += len(d.Frame)
 	if len(q.inMel) < q.window {
 		q.inMel = append(q.inMel, d)
-		write(d.Frame)
+		write(d)
 	} else {
 		q.backlog = append(q.backlog, d)
 	}
-	q.length.Store(int32(n + 1))
-	return pushed
+	q.length.Store(int32(len(q.inMel) + len(q.backlog)))
 }
 
 // sent takes the delivery whose frame melody has written, moving the next
 // backlog frame into melody. It returns nil when nothing was queued.
-func (q *sendQueue) sent(write func([]byte)) *events.Delivery {
+func (q *sendQueue) sent(write func(*events.Delivery)) *events.Delivery {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.inMel) == 0 {
@@ -76,12 +107,12 @@ func (q *sendQueue) sent(write func([]byte)) *events.Delivery {
 	q.inMel[0] = nil
 	q.inMel = q.inMel[1:]
 	q.bytes -= len(d.Frame)
-	if len(q.backlog) > 0 && !q.closed {
+	if len(q.backlog) > 0 && !q.gone {
 		next := q.backlog[0]
 		q.backlog[0] = nil
 		q.backlog = q.backlog[1:]
 		q.inMel = append(q.inMel, next)
-		write(next.Frame)
+		write(next)
 	}
 	// Let the arrays of a burst go once it has drained.
 	if len(q.backlog) == 0 {
@@ -98,7 +129,7 @@ func (q *sendQueue) sent(write func([]byte)) *events.Delivery {
 func (q *sendQueue) close() []*events.Delivery {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.closed = true
+	q.closed, q.gone = true, true
 	left := append(q.inMel, q.backlog...)
 	q.inMel, q.backlog = nil, nil
 	q.length.Store(0)

@@ -37,12 +37,17 @@ type Options struct {
 	// Collectors are more Prometheus collectors served on /metrics (the
 	// MongoDB package's).
 	Collectors []prometheus.Collector
+	// WarnInterval is how often a warning that clients can cause at will
+	// is written: one line per interval with the number held back. Zero
+	// means 10s.
+	WarnInterval time.Duration
 }
 
 // Server is one event server instance.
 type Server struct {
 	cfg      *Config
 	log      *slog.Logger
+	warn     *slog.Logger // log, rate-limited per message (see limitHandler)
 	verifier *auth.Verifier
 	store    auth.Store
 	hub      *events.Hub
@@ -57,7 +62,6 @@ type Server struct {
 	fileMetrics *fileMetrics
 
 	closing    atomic.Bool
-	publishing atomic.Int64 // POST /api/events in progress
 	upgrading  atomic.Int64 // /ws requests not yet in conns (or failed)
 	connSeq    atomic.Uint64
 	connCount  atomic.Int64 // accepted /ws requests, for max_connections
@@ -86,6 +90,11 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	every := opts.WarnInterval
+	if every <= 0 {
+		every = defaultWarnInterval
+	}
+	s.warn = slog.New(newLimitHandler(s.log.Handler(), every))
 	if s.store == nil {
 		s.store = auth.Open{}
 	}
@@ -122,7 +131,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /ws", s.handleWS)
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /readyz", s.handleReady)
-	mux.Handle("GET /metrics", s.metrics.handler())
+	mux.Handle("GET /metrics", s.metricsGate(s.metrics.handler()))
 	api := http.NewServeMux()
 	api.HandleFunc("/api/events", s.handlePublish)
 	api.HandleFunc("GET /api/config", s.handleConfig)
@@ -143,7 +152,7 @@ func (s *Server) Handler() http.Handler {
 // shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("listening", "addr", ln.Addr().String(), "version", Version) // the mode is logged by cmd, which wires MongoDB
-	err := s.http.Serve(batchListener{Listener: ln, slack: s.cfg.WriteTimeout / 8})
+	err := s.http.Serve(batchListener{Listener: ln})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -159,8 +168,9 @@ func (s *Server) ListenAndServe() error {
 	return s.Serve(ln)
 }
 
-// Shutdown stops accepting, lets in-flight publishes finish, then closes
-// every connection with 1001 and waits for them to go, all within ctx.
+// Shutdown stops accepting, closes every connection with 1001 at once,
+// lets the HTTP requests in progress finish and waits for the connections
+// to go, all within ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.log.Info("shutting down")
@@ -169,13 +179,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// which browsers open ahead of time: so it runs beside the rest.
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.http.Shutdown(ctx) }()
-	// Publishes in progress finish first, so that their events reach the
-	// connections before the 1001.
-	// So do upgrades under way: a connection registered after the list
-	// below was taken would miss its 1001.
-	for (s.publishing.Load() > 0 || s.upgrading.Load() > 0) && ctx.Err() == nil {
-		time.Sleep(5 * time.Millisecond)
-	}
+	// The 1001 goes out now, not after the publishes in progress: one with
+	// a slow body or a long ?wait must not hold every client's close back.
+	// An upgrade that registers after this list was taken sees closing and
+	// closes itself (wsConnect).
 	s.connsMu.Lock()
 	list := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -183,10 +190,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.connsMu.Unlock()
 	for _, c := range list {
-		c.close(1001, "server shutting down")
+		c.close(events.Shutdown)
 	}
 	done := make(chan struct{})
 	go func() {
+		// Upgrades under way are not in conns yet (hijacked connections are
+		// not net/http's to wait for): wait for them to register, then for
+		// every connection to go.
+		for s.upgrading.Load() > 0 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
 		s.connsMu.Lock()
 		for len(s.conns) > 0 {
 			s.connsDrained.Wait()
@@ -198,10 +211,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		s.connsMu.Lock()
-		left := len(s.conns)
+		left := make([]*conn, 0, len(s.conns))
+		for c := range s.conns {
+			left = append(left, c)
+		}
 		s.connsMu.Unlock()
-		s.log.Warn("shutdown timed out; dropping connections", "left", left)
-		for _, c := range list {
+		s.log.Warn("shutdown timed out; dropping connections", "left", len(left))
+		for _, c := range left {
 			_ = c.sess.WebsocketConnection().Close()
 		}
 	}

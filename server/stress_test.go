@@ -62,6 +62,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/airlay/airlay/events"
 )
 
 var (
@@ -758,7 +760,7 @@ func (r *stressRun) slowClient(i int, startIn time.Duration) {
 	var ce *websocket.CloseError
 	outcome := "cut"
 	switch {
-	case errors.As(c.readErr, &ce) && ce.Code == CloseSlowConsumer:
+	case errors.As(c.readErr, &ce) && ce.Code == events.SlowConsumer.Code:
 		outcome = "close 4008"
 	case errors.As(c.readErr, &ce) && ce.Code == websocket.CloseAbnormalClosure:
 	case errors.Is(c.readErr, syscall.ECONNRESET), errors.Is(c.readErr, io.EOF):

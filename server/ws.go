@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -39,7 +40,7 @@ func (s *Server) newMelody() *melody.Melody {
 	m.HandleConnect(s.wsConnect)
 	m.HandleDisconnect(s.wsDisconnect)
 	m.HandleMessage(s.wsMessage)
-	m.HandleMessageBinary(func(sess *melody.Session, _ []byte) { s.answer(sess, events.InvalidRequest) })
+	m.HandleMessageBinary(s.wsBinary)
 	m.HandleSentMessage(func(sess *melody.Session, frame []byte) { connOf(sess).sent(frame) })
 	m.HandleError(s.wsError)
 	return m
@@ -93,7 +94,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (*conn, map[strin
 	}
 	if n := s.connCount.Add(1); n > int64(s.cfg.MaxConnections) {
 		s.connCount.Add(-1)
-		s.log.Warn("connection refused: max_connections reached", "remote", r.RemoteAddr)
+		s.warn.Warn("connection refused: max_connections reached", "remote", r.RemoteAddr)
 		writeAnswer(w, http.StatusServiceUnavailable, "Service unavailable", events.Unavailable)
 		return nil, nil
 	}
@@ -116,6 +117,22 @@ func (s *Server) wsConnect(sess *melody.Session) {
 	if bc, ok := sess.WebsocketConnection().NetConn().(*batchConn); ok {
 		bc.owner.Store(c)
 	}
+	c.mu.Lock()
+	c.timer = time.AfterFunc(s.cfg.AuthTimeout, c.expire)
+	c.mu.Unlock()
+	// Any frame is a sign of life: melody extends the read deadline for a
+	// pong, wsMessage for a request, this for a ping (then answers it as
+	// gorilla's default handler does).
+	ws := sess.WebsocketConnection()
+	ws.SetPingHandler(func(data string) error {
+		c.alive()
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		var ne net.Error
+		if err == websocket.ErrCloseSent || errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return err
+	})
 	s.connsMu.Lock()
 	s.conns[c] = struct{}{}
 	s.connsMu.Unlock()
@@ -129,7 +146,7 @@ func (s *Server) wsConnect(sess *melody.Session) {
 	// duration.
 	s.log.Debug("connection open", "conn", c)
 	if s.closing.Load() { // upgraded while Shutdown collected the connections
-		c.close(websocket.CloseGoingAway, "server shutting down")
+		c.close(events.Shutdown)
 	}
 }
 
@@ -142,7 +159,14 @@ func (s *Server) wsDisconnect(sess *melody.Session) {
 	}
 	s.metrics.connections.Dec()
 	s.metrics.closes.WithLabelValues(closeLabel(reason)).Inc()
-	s.log.Info("connection closed", "conn", c, "reason", reason, "subscriptions", subs, "duration", time.Since(c.opened).Round(time.Millisecond))
+	level := slog.LevelInfo
+	if c.logUser.Load() == nil {
+		// Never authenticated: anyone can open and drop such connections
+		// at will, so their closes are counted (the metric) but logged
+		// only at debug level.
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "connection closed", "conn", c, "reason", reason, "subscriptions", subs, "duration", time.Since(c.opened).Round(time.Millisecond))
 	// Last, so that Shutdown returns only once every close is accounted for.
 	s.connsMu.Lock()
 	delete(s.conns, c)
@@ -154,9 +178,13 @@ func (s *Server) wsDisconnect(sess *melody.Session) {
 
 // closeLabel maps a close reason to a bounded metric label.
 func closeLabel(reason string) string {
-	switch reason {
-	case "token expired", "slow consumer", "server shutting down", "message too big", "invalid UTF-8", "client closed":
+	if reason == "client closed" {
 		return reason
+	}
+	for _, d := range events.Disconnects {
+		if d.Reason == reason {
+			return reason
+		}
 	}
 	return "error"
 }
@@ -176,13 +204,12 @@ func (s *Server) wsError(sess *melody.Session, err error) {
 		// waited write_timeout. That is a slow consumer too, though its
 		// queue may not have filled (and no close frame can get through).
 		if c.closing.CompareAndSwap(false, true) {
-			reason := "slow consumer"
-			c.closeReason.Store(&reason)
+			c.closeReason.Store(&events.SlowConsumer.Reason)
 			s.metrics.slowConsumers.Inc()
-			s.log.Warn("slow consumer: write timed out, dropping", "conn", c)
+			s.warn.Warn("slow consumer: write timed out, dropping", "conn", c)
 		}
 	case errors.Is(err, websocket.ErrReadLimit):
-		c.setReason("message too big")
+		c.setReason(events.MessageTooBig.Reason)
 	case errors.As(err, &ce):
 		c.setReason("client closed")
 		s.log.Debug("client close", "conn", c, "code", ce.Code)
@@ -209,13 +236,46 @@ func isWriteTimeout(err error) bool {
 
 // wsMessage answers one text frame. melody calls it serially per connection,
 // so answers keep the order of requests.
+//
+// A connection is closed with 4003 right after its max_token_failures-th
+// code-2 answer in a row. Only a valid token ends a row: requests that
+// present none (codes 1 and 5) neither count nor reset it, so a connection
+// without a valid token costs at most max_token_failures RSA checks.
 func (s *Server) wsMessage(sess *melody.Session, frame []byte) {
 	c := connOf(sess)
+	c.alive()
+	c.handling.Lock()
+	defer c.handling.Unlock()
+	if c.closing.Load() {
+		return // a close frame is on its way; nothing may follow it
+	}
 	if !utf8.Valid(frame) {
-		c.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8")
+		c.close(events.InvalidUTF8)
 		return
 	}
-	s.answer(sess, s.handleRequest(c, frame))
+	code := s.handleRequest(c, frame)
+	switch code {
+	case events.InvalidToken:
+		c.failures++
+	case events.TokenNotSet, events.InvalidRequest:
+	default:
+		c.failures = 0
+	}
+	s.answer(sess, code)
+	if code == events.InvalidToken && c.failures >= s.cfg.MaxTokenFailures {
+		c.closeAfterQueue(events.TokenFailures)
+	}
+}
+
+// wsBinary answers a binary frame: code 5.
+func (s *Server) wsBinary(sess *melody.Session, _ []byte) {
+	c := connOf(sess)
+	c.alive()
+	c.handling.Lock()
+	defer c.handling.Unlock()
+	if !c.closing.Load() {
+		s.answer(sess, events.InvalidRequest)
+	}
 }
 
 func (s *Server) answer(sess *melody.Session, code events.Code) {
@@ -286,7 +346,7 @@ func (s *Server) checkStore(c *conn, user string, key events.Key, attach bool) e
 	}
 	ok, err := s.store.UserExists(ctx, user)
 	if err != nil {
-		s.log.Warn("user check failed", "conn", c, "err", err)
+		s.warn.Warn("user check failed", "conn", c, "err", err)
 		return events.Unavailable
 	}
 	if !ok {
@@ -305,7 +365,7 @@ func (s *Server) checkStore(c *conn, user string, key events.Key, attach bool) e
 	if key.Type.NeedsDatasetAccess() {
 		ok, err := s.store.CanSeeDataset(ctx, user, key.ID)
 		if err != nil {
-			s.log.Warn("dataset check failed", "conn", c, "err", err)
+			s.warn.Warn("dataset check failed", "conn", c, "err", err)
 			return events.Unavailable
 		}
 		if !ok {

@@ -29,6 +29,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/airlay/airlay/auth"
+
+	"github.com/airlay/airlay/events"
 )
 
 // More users and objects of the /ws tests.
@@ -1169,7 +1171,7 @@ func TestWSTokenExpiry(t *testing.T) {
 	c.expectCode(5)
 	c.do(long, "attach", "issueUpdate", issue2, 6)
 
-	at := wsExpectClose(t, c, CloseTokenExpired, "token expired", time.Until(exp)+4*time.Second)
+	at := wsExpectClose(t, c, events.TokenExpired.Code, "token expired", time.Until(exp)+4*time.Second)
 	if at.Before(exp) {
 		t.Fatalf("closed at %v, before exp %v", at, exp)
 	}
@@ -1202,7 +1204,7 @@ func TestWSTokenExtension(t *testing.T) {
 	wsPublishWait(t, e, eventJSON("issueUpdate", issue1), 1)
 	c.expectEvent("issueUpdate", issue1)
 
-	at := wsExpectClose(t, c, CloseTokenExpired, "token expired", time.Until(exp2)+4*time.Second)
+	at := wsExpectClose(t, c, events.TokenExpired.Code, "token expired", time.Until(exp2)+4*time.Second)
 	if at.Before(exp2) {
 		t.Fatalf("closed at %v, before the second exp %v", at, exp2)
 	}
@@ -1378,7 +1380,7 @@ func TestWSSlowConsumer(t *testing.T) {
 			var ne net.Error
 			switch {
 			case errors.As(err, &ce):
-				if ce.Code != CloseSlowConsumer && ce.Code != websocket.CloseAbnormalClosure {
+				if ce.Code != events.SlowConsumer.Code && ce.Code != websocket.CloseAbnormalClosure {
 					t.Fatalf("stuck client: close %d %q, want 4008 (or a dropped connection)", ce.Code, ce.Text)
 				}
 			case errors.As(err, &ne) && ne.Timeout():
