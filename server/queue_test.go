@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // A burst larger than melody's preallocated window reaches a healthy client

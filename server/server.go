@@ -61,10 +61,10 @@ type Server struct {
 	files       *fileStore // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
 
-	closing    atomic.Bool
-	upgrading  atomic.Int64 // /ws requests not yet in conns (or failed)
-	connSeq    atomic.Uint64
-	connCount  atomic.Int64 // accepted /ws requests, for max_connections
+	closing   atomic.Bool
+	upgrading atomic.Int64 // /ws requests not yet in conns (or failed)
+	connSeq   atomic.Uint64
+	connCount atomic.Int64 // accepted /ws requests, for max_connections
 
 	connsMu      sync.Mutex
 	conns        map[*conn]struct{}
