@@ -101,11 +101,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(timeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	// A read deadline left in force would cancel the request's context
-	// when it passes (net/http watches the connection after the body), and
-	// with it a ?wait that is still waiting.
-	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
+		// The deadline stays: net/http reads what is left of the body
+		// before it answers, and that read must not wait without end.
+		w.Header().Set("Connection", "close")
 		var tooBig *http.MaxBytesError
 		var ne net.Error
 		switch {
@@ -118,6 +117,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 		}
 		return nil, false
 	}
+	// A read deadline left in force would cancel the request's context
+	// when it passes (net/http watches the connection after the body), and
+	// with it a ?wait that is still waiting.
+	_ = rc.SetReadDeadline(time.Time{})
 	return body, true
 }
 

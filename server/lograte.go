@@ -51,7 +51,8 @@ func (h *limitHandler) Handle(ctx context.Context, r slog.Record) error {
 		m = &limitMsg{}
 		h.st.msgs[r.Message] = m
 	}
-	if now.Before(m.until) {
+	if now.Before(m.until) || m.flushing { // a late timer's summary is this interval's line
+
 		m.suppressed++
 		m.last = r.Clone()
 		if !m.flushing {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/airlay/airlay/auth"
 	"github.com/airlay/airlay/events"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,7 +28,7 @@ type metrics struct {
 	publishRequests  *prometheus.CounterVec
 }
 
-func newMetrics(hub *events.Hub, extra []prometheus.Collector) *metrics {
+func newMetrics(hub *events.Hub, verifier *auth.Verifier, extra []prometheus.Collector) *metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
@@ -55,6 +56,8 @@ func newMetrics(hub *events.Hub, extra []prometheus.Collector) *metrics {
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.closes, m.subscriptions, reqs, m.published, m.delivered, m.slowConsumers, m.latency, m.publishRequests} {
 		f(c)
 	}
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "airlay_token_rsa_verifications_total", Help: "Token signatures checked (cache hits and tokens refused before their signature cost none)."},
+		func() float64 { return float64(verifier.RSAVerifications()) }))
 	for _, c := range extra {
 		f(c)
 	}

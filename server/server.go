@@ -107,7 +107,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cacheSize = -1 // auth: negative disables
 	}
 	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
-	s.metrics = newMetrics(s.hub, opts.Collectors)
+	s.metrics = newMetrics(s.hub, s.verifier, opts.Collectors)
 	if err := s.openFiles(); err != nil {
 		return nil, err
 	}
