@@ -84,36 +84,49 @@ func readUntilClose(t testing.TB, c *wsClient, timeout time.Duration) (codes []i
 	}
 }
 
-// 1. Pings more often than the pong's 1 s write deadline: the client stays,
-// receives every event, and is not counted as a slow consumer.
+// 1. Pings more often than the pong's 1 s write deadline, on a connection
+// with nothing else to write: the client stays, and is not counted as a
+// slow consumer.
 func TestAdversaryPingFlood(t *testing.T) {
 	e := newEnv(t, nil) // write_timeout 10s: the fixed slack was 1.25 s
 	c := e.dial()
 	c.do(e.token(userA, time.Hour), "attach", "issueUpdate", issue1, 0)
-	const events, every = 30, 100 * time.Millisecond
-	got := make(chan int, 1)
-	go func() {
-		n := 0
-		_ = c.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-		for n < events {
-			if _, _, err := c.ws.ReadMessage(); err != nil {
-				break
+	frames := make(chan []byte, 16)
+	ended := make(chan error, 1)
+	_ = c.ws.SetReadDeadline(time.Time{})
+	go func() { // reads the pongs (and later the event)
+		for {
+			_, msg, err := c.ws.ReadMessage()
+			if err != nil {
+				ended <- err
+				return
 			}
-			n++
+			frames <- msg
 		}
-		got <- n
 	}()
-	for i := range events {
-		if err := c.ws.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
-			t.Fatalf("ping %d: %v (dropped)", i, err)
+	for _, every := range []time.Duration{100 * time.Millisecond, 300 * time.Millisecond} {
+		for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); {
+			if err := c.ws.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
+				t.Fatalf("pinging every %v: %v (dropped)", every, err)
+			}
+			select {
+			case err := <-ended:
+				t.Fatalf("pinging every %v: dropped: %v", every, err)
+			case <-time.After(every):
+			}
 		}
-		e.publish("", `{"type":"issueUpdate","id":"`+issue1+`"}`)
-		time.Sleep(every)
 	}
-	if n := <-got; n != events {
-		t.Fatalf("received %d of %d events while pinging every %v", n, events, every)
+	e.publish("", `{"type":"issueUpdate","id":"`+issue1+`"}`)
+	select {
+	case m := <-frames:
+		if !strings.Contains(string(m), `"type":"issueUpdate"`) {
+			t.Fatalf("got %s", m)
+		}
+	case err := <-ended:
+		t.Fatalf("dropped: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event")
 	}
-	c.do(e.token(userA, time.Hour), "attach", "issueUpdate", issue2, 0)
 	if n := wsMetric(t, e, "airlay_slow_consumer_disconnects_total"); n != 0 {
 		t.Fatalf("%v slow consumers", n)
 	}
@@ -598,12 +611,17 @@ func TestAdversaryAnswerBeforeExpiry(t *testing.T) {
 }
 
 // 11. A frame over max_message_bytes while the client is still sending it:
-// the client gets 1009, not a reset.
+// the client gets 1009, not a reset. The client here writes the whole frame
+// before it reads, as browsers do; a reset fails that write, and a browser
+// then reports 1006 without reading what came before it.
 func TestAdversaryHugeFrame(t *testing.T) {
 	e := newEnv(t, nil)
 	for i := range 3 {
 		c := e.dial()
-		go func() { _ = c.ws.WriteMessage(websocket.TextMessage, make([]byte, 10<<20)) }()
+		_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := c.ws.WriteMessage(websocket.TextMessage, make([]byte, 10<<20)); err != nil {
+			t.Fatalf("round %d: the client's write of the frame failed (a browser shows 1006): %v", i, err)
+		}
 		_, code, text := readUntilClose(t, c, 10*time.Second)
 		if code != websocket.CloseMessageTooBig {
 			t.Fatalf("round %d: %d %q, want 1009", i, code, text)
