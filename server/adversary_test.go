@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -24,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -707,4 +709,181 @@ func TestAdversaryMalformed(t *testing.T) {
 			t.Fatalf("close %d, want 1007", code)
 		}
 	})
+}
+
+// The figures of BENCHMARKS.md ("Hostile clients"), in one run: healthy
+// clients' delivery latency without and with a flood of invalid tokens from
+// four sockets that reconnect as soon as they are closed, the CPU one such
+// connection costs, and the log lines of refused upgrades. Short by
+// default (the flooders must be closed within a second); -adversary.figures
+// runs it at full length.
+func TestAdversaryFigures(t *testing.T) {
+	phase, logFlood := 1500*time.Millisecond, time.Duration(0)
+	if *adversaryFigures {
+		phase, logFlood = 10*time.Second, 10*time.Second
+	}
+	e := newEnv(t, func(c *Config) { c.LogLevel = slog.LevelInfo })
+	const healthy, rate = 50, 20 // clients, events per second
+	var mu sync.Mutex
+	var lat []time.Duration
+	for range healthy {
+		c := e.dial()
+		c.do(e.token(userA, time.Hour), "attach", "issueUpdate", issue1, 0)
+		_ = c.ws.SetReadDeadline(time.Time{})
+		go func() {
+			for {
+				_, msg, err := c.ws.ReadMessage()
+				if err != nil {
+					return
+				}
+				i := strings.Index(string(msg), `"data":[`)
+				j := strings.IndexByte(string(msg[i+8:]), ']')
+				sent, _ := strconv.ParseInt(string(msg[i+8:i+8+j]), 10, 64)
+				d := time.Since(time.Unix(0, sent))
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		}()
+	}
+	measure := func(d time.Duration) []time.Duration {
+		mu.Lock()
+		lat = lat[:0]
+		mu.Unlock()
+		tick := time.NewTicker(time.Second / rate)
+		defer tick.Stop()
+		for end := time.Now().Add(d); time.Now().Before(end); <-tick.C {
+			e.publish("", fmt.Sprintf(`{"type":"issueUpdate","id":"%s","data":[%d]}`, issue1, time.Now().UnixNano()))
+		}
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		out := slices.Clone(lat)
+		slices.Sort(out)
+		return out
+	}
+	pct := func(s []time.Duration, p float64) time.Duration {
+		if len(s) == 0 {
+			return 0
+		}
+		return s[min(len(s)-1, int(float64(len(s))*p))]
+	}
+
+	quiet := measure(phase)
+
+	// The flood: 4 sockets, forged tokens as fast as the server answers,
+	// a new connection as soon as one is closed.
+	stop := make(chan struct{})
+	var conns, maxLife atomic.Int64
+	var fwg sync.WaitGroup
+	bad := forged(t, e)
+	for range 4 {
+		fwg.Add(1)
+		go func() {
+			defer fwg.Done()
+			frame := []byte(request(bad, "attach", "issueUpdate", issue1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ws, _, err := websocket.DefaultDialer.Dial(e.ws, nil)
+				if err != nil {
+					continue
+				}
+				conns.Add(1)
+				start := time.Now()
+				go func() {
+					for ws.WriteMessage(websocket.TextMessage, frame) == nil {
+					}
+				}()
+				for {
+					if _, _, err := ws.ReadMessage(); err != nil {
+						break
+					}
+				}
+				if life := int64(time.Since(start)); life > maxLife.Load() {
+					maxLife.Store(life)
+				}
+				ws.Close()
+			}
+		}()
+	}
+	rsaBefore := e.srv.verifier.RSAVerifications()
+	flooded := measure(phase)
+	close(stop)
+	fwg.Wait()
+	rsa := e.srv.verifier.RSAVerifications() - rsaBefore
+
+	// CPU of one attacker connection: the flood alone, server and attacker
+	// in this one process (an upper bound of the server's share).
+	stop = make(chan struct{})
+	var alone atomic.Int64
+	cpu0 := processCPU(t)
+	t0 := time.Now()
+	for range 4 {
+		fwg.Add(1)
+		go func() {
+			defer fwg.Done()
+			frame := []byte(request(bad, "attach", "issueUpdate", issue1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ws, _, err := websocket.DefaultDialer.Dial(e.ws, nil)
+				if err != nil {
+					continue
+				}
+				alone.Add(1)
+				for range e.cfg.MaxTokenFailures {
+					_ = ws.WriteMessage(websocket.TextMessage, frame)
+				}
+				for {
+					if _, _, err := ws.ReadMessage(); err != nil {
+						break
+					}
+				}
+				ws.Close()
+			}
+		}()
+	}
+	time.Sleep(phase)
+	close(stop)
+	fwg.Wait()
+	cpuPerConn := (processCPU(t) - cpu0) / time.Duration(max(1, alone.Load()))
+	floodSecs := time.Since(t0).Seconds()
+
+	t.Logf("healthy p50/p99 without flood: %v / %v (%d deliveries)", pct(quiet, .5), pct(quiet, .99), len(quiet))
+	t.Logf("healthy p50/p99 with flood:    %v / %v (%d deliveries); p99 ratio %.2f", pct(flooded, .5), pct(flooded, .99), len(flooded), float64(pct(flooded, .99))/float64(max(1, pct(quiet, .99))))
+	t.Logf("flood: %d connections, %d RSA verifications (%.1f per connection), longest life %v",
+		conns.Load(), rsa, float64(rsa)/float64(max(1, conns.Load())), time.Duration(maxLife.Load()))
+	t.Logf("attacker connection alone: %d in %.1fs, %v of CPU each (server and attacker together)", alone.Load(), floodSecs, cpuPerConn)
+	if life := time.Duration(maxLife.Load()); life > time.Second {
+		t.Errorf("a flooder lived %v, want under a second", life)
+	}
+	if conns.Load() == 0 || rsa > int64(e.cfg.MaxTokenFailures)*conns.Load() {
+		t.Errorf("%d RSA verifications for %d flood connections, want at most %d each", rsa, conns.Load(), e.cfg.MaxTokenFailures)
+	}
+	if logFlood > 0 {
+		held := e.dial() // max_connections: fill it, then flood refused upgrades
+		_ = held
+		e.srv.cfg.MaxConnections = int(e.srv.connCount.Load())
+		before := strings.Count(e.logs.String(), "\n")
+		refused := floodUpgrades(t, e, 4, logFlood)
+		lines := strings.Count(e.logs.String(), "\n") - before
+		t.Logf("refused upgrades: %d in %v from 4 keep-alive sockets, %d log lines", refused, logFlood, lines)
+	}
+	// The healthy readers end with their connections, at the cleanup.
+}
+
+// processCPU returns the user and system CPU this process has used.
+func processCPU(t testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
