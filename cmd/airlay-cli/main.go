@@ -190,7 +190,7 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 	if err := noArgs(fs, args, stdout); err != nil {
 		return err
 	}
-	cfg, err := server.LoadConfig(*path)
+	cfg, mc, err := loadConfig(*path)
 	if err != nil {
 		return err
 	}
@@ -200,8 +200,8 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 	mode := func() {
 		log.Info("mode: without MongoDB (events only from POST /api/events; users and datasets are not checked)")
 	}
-	if cfg.MongoURI != "" {
-		if mg, mode, err = connectMongo(cfg, log); err != nil {
+	if mc.URI != "" {
+		if mg, mode, err = connectMongo(cfg, mc, log); err != nil {
 			return err
 		}
 		opts.Store, opts.Broker, opts.Ready, opts.Collectors = mg.Store, mg.Broker, mg.Ready, mg.Collectors()
@@ -256,6 +256,20 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// loadConfig reads the config file with the environment over it: the
+// server's section and the [mongodb] section, by their owners.
+func loadConfig(path string) (*server.Config, mongodb.Config, error) {
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		return nil, mongodb.Config{}, err
+	}
+	mc, err := mongoConfig(cfg)
+	if err != nil {
+		return nil, mongodb.Config{}, err
+	}
+	return cfg, mc, nil
 }
 
 func newLogger(cfg *server.Config, w io.Writer) *slog.Logger {
