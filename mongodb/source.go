@@ -239,8 +239,8 @@ func (s *Source) deliver(hub *events.Hub, raw bson.Raw) string {
 		}
 		evs, err := decodePublished(c.doc)
 		var tr *events.Tracker
-		if oid, ok := c.key.ObjectIDOK(); ok && s.broker != nil {
-			tr = s.broker.take(oid)
+		if s.broker != nil {
+			tr = s.broker.trackerOf(c.key, c.doc)
 		}
 		if err != nil {
 			s.m.errors.WithLabelValues("decode").Inc()
