@@ -53,7 +53,7 @@ type Server struct {
 	ready    func() error
 	notReady atomic.Pointer[string] // the last reason /readyz gave, to log changes only
 
-	keys        *keySet    // Idempotency-Keys, when the broker does not keep them
+	keys *keySet // Idempotency-Keys, when the broker does not keep them
 
 	files       *fileStore // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
