@@ -39,10 +39,10 @@ type fakeMongo struct {
 	fails    []fakeFail
 	colls    map[string][]bson.Raw
 	indexes  map[string][]bson.Raw // by collection: index specs {key, name, expireAfterSeconds}
-	down     bool          // every command fails as a network error
-	hang     bool          // every command waits until its caller gives up
-	gate     chan struct{} // when set, find waits for it to close
-	batch    int           // most changes per batch
+	down     bool                  // every command fails as a network error
+	hang     bool                  // every command waits until its caller gives up
+	gate     chan struct{}         // when set, find waits for it to close
+	batch    int                   // most changes per batch
 }
 
 type fakeCursor struct {
