@@ -38,11 +38,12 @@ type fakeMongo struct {
 	cmds     []fakeCmd
 	fails    []fakeFail
 	colls    map[string][]bson.Raw
-	indexes  map[string][]bson.Raw // by collection: index specs {key, name, expireAfterSeconds}
-	down     bool                  // every command fails as a network error
-	hang     bool                  // every command waits until its caller gives up
-	gate     chan struct{}         // when set, find waits for it to close
-	batch    int                   // most changes per batch
+	down     bool          // every command fails as a network error
+	hang     bool          // every command waits until its caller gives up
+	gate     chan struct{} // when set, find waits for it to close
+	batch    int           // most changes per batch
+
+	indexes map[string][]bson.Raw // by collection: index specs {key, name, expireAfterSeconds}
 }
 
 type fakeCursor struct {
