@@ -227,3 +227,103 @@ func TestIntegrationFailPoint(t *testing.T) {
 	}
 	_ = admin.RunCommand(ctx, bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}}).Err()
 }
+
+// TestIntegrationIdempotencyKey: the majority write concern of a keyed
+// publish fails after the primary applied the insert (a fail point with
+// writeConcernError): 503 code 7. The backend retries with the same key
+// through the other instance: 200 duplicate, and each instance's subscriber
+// gets the event exactly once.
+func TestIntegrationIdempotencyKey(t *testing.T) {
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	app := "airlay-it-" + db // the fail point hits only instance A's client
+	a := startServerWith(t, options.Client().ApplyURI(uri).SetAppName(app), integrationConfig(db, "it-key-a"))
+	b := integrationServer(t, uri, db, "it-key-b")
+	waitFor(t, "instance A ready", func() bool { s, _ := a.get("/readyz"); return s == 200 })
+	wa, wb := a.dial(), b.dial()
+	for _, ws := range []*websocket.Conn{wa, wb} {
+		wsDo(t, ws, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue1.Hex()), 0)
+		wsDo(t, ws, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue2.Hex()), 0)
+	}
+	ctx := context.Background()
+	admin := client.Database("admin")
+	err := admin.RunCommand(ctx, bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: bson.D{{Key: "times", Value: 1}}},
+		{Key: "data", Value: bson.D{{Key: "failCommands", Value: bson.A{"insert"}}, {Key: "appName", Value: app},
+			{Key: "writeConcernError", Value: bson.D{{Key: "code", Value: 64}, {Key: "codeName", Value: "WriteConcernFailed"}, {Key: "errmsg", Value: "waiting for replication timed out"}, {Key: "errInfo", Value: bson.D{{Key: "wtimeout", Value: true}}}}}}}}).Err()
+	if err != nil {
+		t.Fatalf("configureFailPoint (the server needs --setParameter enableTestCommands=1): %v", err)
+	}
+	defer admin.RunCommand(ctx, bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}})
+	body := `{"type":"issueUpdate","id":"` + issue1.Hex() + `","data":["status"]}`
+	status, m := a.publishKeyed("", body, "it-job-1")
+	if status != 503 || m["code"] != 7.0 {
+		t.Fatalf("first try: %d %v, want 503 code 7 (the write-concern error)", status, m)
+	}
+	status, m = b.publishKeyed("?wait=2", body, "it-job-1")
+	if status != 200 || m["duplicate"] != true {
+		t.Fatalf("retry on B: %d %v, want 200 duplicate", status, m)
+	}
+	if status, m = b.publish("", `{"type":"issueUpdate","id":"`+issue2.Hex()+`"}`); status != 200 {
+		t.Fatalf("marker: %d %v", status, m)
+	}
+	for name, ws := range map[string]*websocket.Conn{"A": wa, "B": wb} {
+		if got, want := wsRead(t, ws), frame("issueUpdate", issue1, `["status"]`); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+		if got, want := wsRead(t, ws), frame("issueUpdate", issue2, `[]`); got != want {
+			t.Errorf("%s: %s, want the marker %s", name, got, want)
+		}
+	}
+	n, err := client.Database(db).Collection("airlay_events").CountDocuments(ctx, bson.D{})
+	if err != nil || n != 2 {
+		t.Errorf("events collection holds %d documents (%v), want 2", n, err)
+	}
+}
+
+// TestIntegrationTTLIndex: the TTL index follows events_ttl (collMod, no
+// manual drop) and is created again after the database is dropped.
+func TestIntegrationTTLIndex(t *testing.T) {
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	ctx := context.Background()
+	ttl := func() int64 {
+		cur, err := client.Database(db).Collection("airlay_events").Indexes().List(ctx)
+		if err != nil {
+			return -1
+		}
+		var specs []bson.M
+		_ = cur.All(ctx, &specs)
+		for _, s := range specs {
+			if k, ok := s["key"].(bson.M); ok && len(k) == 1 && k["createdAt"] != nil {
+				switch v := s["expireAfterSeconds"].(type) {
+				case int32:
+					return int64(v)
+				case int64:
+					return v
+				case float64:
+					return int64(v)
+				}
+			}
+		}
+		return -1
+	}
+	e := integrationServer(t, uri, db, "it-ttl-1")
+	waitFor(t, "the TTL index at 3600s", func() bool { return ttl() == 3600 })
+	// Another instance with another events_ttl changes it in place.
+	cfg := integrationConfig(db, "it-ttl-2")
+	cfg.EventsTTL = 20 * time.Minute
+	startServerWith(t, options.Client().ApplyURI(uri), cfg)
+	waitFor(t, "the TTL index at 1200s", func() bool { return ttl() == 1200 })
+	// dropDatabase: the first instance's stream is invalidated; it creates
+	// its index again.
+	if err := client.Database(db).Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for ttl() != 3600 && ttl() != 1200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no TTL index after dropDatabase; log:\n%s", e.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
