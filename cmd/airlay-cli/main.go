@@ -36,6 +36,10 @@ commands:
                             print a development access token (RS256)
   keygen DIR                write DIR/jwt.pem and DIR/jwt-private.pem (kept if both exist)
   config                    print the example config.ini with every key
+  checkconfig [--config PATH]
+                            validate the configuration; print every setting, secrets masked, and its origin
+  checktoken [--config PATH] (TOKEN | FILE | -)
+                            verify an access token against the configuration; say why it is refused
   listen --url ws://HOST:PORT/ws [--filter RE] [--count N] [--timeout D] [--reconnect] type[:id]...
                             print events as JSON lines (token: $AIRLAY_TOKEN or --token-file)
   publish --url http://HOST:PORT [--wait S] (EVENT_JSON | --file F)
@@ -121,6 +125,10 @@ func webSocket(args []string, stdout, stderr io.Writer) error {
 		return cmdListen(args[1:], stdout, stderr)
 	case cmd == "publish":
 		return cmdPublish(args[1:], stdout, stderr)
+	case cmd == "checkconfig":
+		return cmdCheckConfig(args[1:], stdout, stderr)
+	case cmd == "checktoken":
+		return cmdCheckToken(args[1:], stdout, stderr)
 	case cmd == "config":
 		if err := noArgs(newFlags("config", "", stdout), args[1:], stdout); err != nil {
 			return err

@@ -91,10 +91,21 @@ type Setting struct {
 // secret. Call it after the owner filled its defaults.
 func (s *Setting) Value() string {
 	v := s.key.Value.String()
-	if s.key.Mask != nil {
+	switch {
+	case s.key.Mask != nil:
 		return s.key.Mask(v)
+	case looksSecret(s.Key):
+		return Secret(v) // a key added without a Mask is not shown either
 	}
 	return v
+}
+
+// looksSecret reports whether a key's name says it holds a secret:
+// ..._token (publish_token, a metrics token), or a name with secret or
+// password in it. (token_leeway and max_token_failures do not end in token.)
+func looksSecret(key string) bool {
+	k := strings.ToLower(key)
+	return strings.HasSuffix(k, "token") || strings.Contains(k, "secret") || strings.Contains(k, "password")
 }
 
 // Settings returns every key read so far, in the order of reading.
