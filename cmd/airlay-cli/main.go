@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -202,6 +203,12 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Listen first: a port in use is one line, before any log line.
+	ln, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	log := newLogger(cfg, stderr)
 	opts := server.Options{Logger: log}
 	var mg *mongodb.Mongo
@@ -236,7 +243,7 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		close(sourceDone)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.ListenAndServe() }()
+	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
 		stopSource()
@@ -264,6 +271,25 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// listen opens the configured address; an error names the key to change.
+func listen(cfg *server.Config) (net.Listener, error) {
+	addr := cfg.ListenAddr()
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	key, why := "port", err.Error()
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		why = "address already in use: another process listens there (stop it, or choose another port; 0 takes any free one)"
+	case errors.Is(err, syscall.EACCES):
+		why = "permission denied (ports below 1024 need privileges)"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		key, why = "address", "not an address of this machine"
+	}
+	return nil, &server.ConfigError{File: cfg.File, Section: server.SectionServer, Key: key, Err: fmt.Errorf("cannot listen on %s: %s", addr, why)}
 }
 
 // loadConfig reads the config file with the environment over it: the
