@@ -4,7 +4,9 @@ package server
 // memory for idempotency_window, at most idempotency_keys at once.
 
 import (
+	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -185,4 +187,34 @@ func TestKeySetBounded(t *testing.T) {
 	if n := k.len(); n != 0 {
 		t.Errorf("%d keys after releasing all", n)
 	}
+}
+
+// BenchmarkKeySet: the cost of remembering a key (128 characters, the
+// largest), and the heap it holds (bytes/key, for the README's bound).
+func BenchmarkKeySet(b *testing.B) {
+	const n = 100000
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%0128d", i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	k := newKeySet(time.Hour, n)
+	for _, key := range keys {
+		k.reserve(strings.Clone(key)) // as from a request: its own copy
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perKey := float64(after.HeapAlloc-before.HeapAlloc) / n
+	runtime.KeepAlive(k)
+	b.ResetTimer()
+	k2 := newKeySet(time.Hour, n)
+	for i := 0; i < b.N; i++ {
+		if i%n == 0 && i > 0 {
+			k2 = newKeySet(time.Hour, n)
+		}
+		k2.reserve(keys[i%n])
+	}
+	b.ReportMetric(perKey, "heap-bytes/key")
 }
