@@ -12,10 +12,14 @@ package mongodb
 // dropped at the end.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -325,5 +329,80 @@ func TestIntegrationTTLIndex(t *testing.T) {
 			t.Fatalf("no TTL index after dropDatabase; log:\n%s", e.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mongosimControl returns the HTTP control endpoint of mongosim
+// (AIRLAY_TEST_MONGOSIM_CONTROL, set by .ci/integration-mongodb), or skips:
+// a real replica set has no fault that applies a write and loses its reply.
+func mongosimControl(t *testing.T) string {
+	t.Helper()
+	c := os.Getenv("AIRLAY_TEST_MONGOSIM_CONTROL")
+	if c == "" {
+		t.Skip("AIRLAY_TEST_MONGOSIM_CONTROL is not set: this test needs mongosim's close_after fault (.ci/integration-mongodb sets it)")
+	}
+	return c
+}
+
+func mongosimFault(t *testing.T, control string, fault map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(fault)
+	resp, err := http.Post(control+"/fault", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /fault %s: %d %s", b, resp.StatusCode, body)
+	}
+}
+
+// TestIntegrationIdempotencyReplyLost: the insert of a keyed publish is
+// applied and the connection closes before the reply (close_after). Once:
+// the driver's retryable write gets the first result, 200. Twice (the
+// driver's retry too): 503, and the backend's retry with the same key is a
+// duplicate. Either way every subscriber gets each event once.
+func TestIntegrationIdempotencyReplyLost(t *testing.T) {
+	control := mongosimControl(t)
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	app := "airlay-it-lost-" + db
+	a := startServerWith(t, options.Client().ApplyURI(uri).SetAppName(app), integrationConfig(db, "it-lost-a"))
+	b := integrationServer(t, uri, db, "it-lost-b")
+	waitFor(t, "instance A ready", func() bool { s, _ := a.get("/readyz"); return s == 200 })
+	wa, wb := a.dial(), b.dial()
+	for _, ws := range []*websocket.Conn{wa, wb} {
+		wsDo(t, ws, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue1.Hex()), 0)
+		wsDo(t, ws, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue2.Hex()), 0)
+	}
+	body := func(field string) string {
+		return `{"type":"issueUpdate","id":"` + issue1.Hex() + `","data":["` + field + `"]}`
+	}
+	ns := db + ".airlay_events"
+
+	mongosimFault(t, control, map[string]any{"kind": "close_after", "commands": []string{"insert"}, "ns": ns, "app": app, "times": 1})
+	if status, m := a.publishKeyed("", body("once"), "lost-1"); status != 200 || m["duplicate"] != nil {
+		t.Fatalf("reply lost once: %d %v, want 200 (the driver's retry gets the first result)", status, m)
+	}
+	mongosimFault(t, control, map[string]any{"kind": "close_after", "commands": []string{"insert"}, "ns": ns, "app": app, "times": 2})
+	if status, m := a.publishKeyed("", body("twice"), "lost-2"); status != 503 {
+		t.Fatalf("reply lost twice: %d %v, want 503", status, m)
+	}
+	if status, m := b.publishKeyed("", body("twice"), "lost-2"); status != 200 || m["duplicate"] != true {
+		t.Fatalf("retry on B: %d %v, want 200 duplicate", status, m)
+	}
+	if status, m := a.publishKeyed("", body("twice"), "lost-2"); status != 200 || m["duplicate"] != true {
+		t.Fatalf("retry on A: %d %v, want 200 duplicate", status, m)
+	}
+	if status, m := b.publish("", `{"type":"issueUpdate","id":"`+issue2.Hex()+`"}`); status != 200 {
+		t.Fatalf("marker: %d %v", status, m)
+	}
+	for name, ws := range map[string]*websocket.Conn{"A": wa, "B": wb} {
+		for _, want := range []string{frame("issueUpdate", issue1, `["once"]`), frame("issueUpdate", issue1, `["twice"]`), frame("issueUpdate", issue2, `[]`)} {
+			if got := wsRead(t, ws); got != want {
+				t.Errorf("%s: %s, want %s", name, got, want)
+			}
+		}
 	}
 }
