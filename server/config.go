@@ -215,6 +215,9 @@ func readConfig(f *iniconf.File) (*Config, error) {
 	}
 	c.Mongo = f.Section(SectionMongo)
 	if c.JWTPublicKey == "" {
+		if !sec.Exists() {
+			return nil, sec.Errorf("jwt_public_key", "required: the RSA public key (PEM) that verifies access tokens (the file has no [%s] section)", SectionServer)
+		}
 		return nil, sec.Errorf("jwt_public_key", "required: the RSA public key (PEM) that verifies access tokens")
 	}
 	if c.PongTimeout <= c.PingInterval {

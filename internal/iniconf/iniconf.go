@@ -232,6 +232,9 @@ type Section struct {
 	sec  *ini.Section // nil: absent
 }
 
+// Exists reports whether the file has the section.
+func (s *Section) Exists() bool { return s.sec != nil }
+
 // Name returns the section's name.
 func (s *Section) Name() string { return s.name }
 
