@@ -172,6 +172,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if dup {
 		// Published before under this key: nothing again. The counts of
 		// the first publish are not known here.
+		s.metrics.duplicates.Inc()
 		if waitSet {
 			writeJSON(w, publishAnswer{Status: http.StatusOK, Message: events.OK.Message(), Duplicate: true})
 		} else {

@@ -71,6 +71,9 @@ func TestPublishIdempotencyKey(t *testing.T) {
 		t.Errorf("a duplicate with ?wait: %v, want delivered 0 pending 0", m)
 	}
 	e.expectOnlyMarker(c)
+	if got := pubScrapeMetrics(e)["airlay_publish_duplicates_total"]; got != 3 {
+		t.Errorf("airlay_publish_duplicates_total %v, want 3", got)
+	}
 
 	// Another key, and no key, publish as usual; ?wait counts a new key.
 	status, m = e.keyedPublish("?wait=2", eventJSON("issueUpdate", issue2), "order-18")

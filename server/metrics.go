@@ -25,6 +25,7 @@ type metrics struct {
 	slowConsumers    prometheus.Counter
 	latency          prometheus.Histogram
 	publishRequests  *prometheus.CounterVec
+	duplicates       prometheus.Counter // publishes answered as a repeated Idempotency-Key
 }
 
 func newMetrics(hub *events.Hub, extra []prometheus.Collector) *metrics {
@@ -55,6 +56,8 @@ func newMetrics(hub *events.Hub, extra []prometheus.Collector) *metrics {
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.closes, m.subscriptions, reqs, m.published, m.delivered, m.slowConsumers, m.latency, m.publishRequests} {
 		f(c)
 	}
+	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_publish_duplicates_total", Help: "POST /api/events answered 200 duplicate: an Idempotency-Key seen within idempotency_window; nothing published."})
+	f(m.duplicates)
 	for _, c := range extra {
 		f(c)
 	}
