@@ -34,7 +34,7 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 		return &server.ConfigError{File: cfg.File, Section: server.SectionServer, Key: "jwt_public_key", Err: err}
 	}
 	fmt.Fprintf(stdout, "%s: valid\n", cfg.File)
-	fmt.Fprintln(stdout, "; effective settings (secrets masked); origin: default, file:LINE, or env VARIABLE")
+	fmt.Fprintln(stdout, "; effective settings (secrets masked); origin: default, file (line), or environment (variable)")
 	// Align the origins, but not behind the few long lines (source lines).
 	width := 0
 	for _, st := range cfg.Settings() {
@@ -57,9 +57,9 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 func origin(st *iniconf.Setting) string {
 	switch st.Origin {
 	case iniconf.FromEnv:
-		return "env " + st.Env
+		return "environment " + st.Env
 	case iniconf.FromFile:
-		return fmt.Sprintf("file:%d", st.Line)
+		return fmt.Sprintf("file, line %d", st.Line)
 	}
 	return "default"
 }

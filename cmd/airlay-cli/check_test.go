@@ -54,12 +54,12 @@ func TestCheckConfig(t *testing.T) {
 	for _, want := range []string{
 		path + ": valid",
 		"[webSocketEvents]", "[mongodb]",
-		"port = 9000", "; file:3",
-		"publish_token = ****", "; env AIRLAY_WEBSOCKETEVENTS_PUBLISH_TOKEN",
+		"port = 9000", "; file, line 3",
+		"publish_token = ****", "; environment AIRLAY_WEBSOCKETEVENTS_PUBLISH_TOKEN",
 		"max_publish_bytes = 1048576 (1MiB)",
 		"max_connections = 10000",
 		"uri = mongodb://app:****@db1:27017,db2:27017/airlay?replicaSet=rs0",
-		"database = prod", "; env AIRLAY_MONGODB_DATABASE",
+		"database = prod", "; environment AIRLAY_MONGODB_DATABASE",
 		"idempotency_window = 10m",
 		"issueUpdate = collection=issues operations=insert,update,replace,delete id=_id data=changed",
 	} {
