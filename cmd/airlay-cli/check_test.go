@@ -175,3 +175,27 @@ func TestCheckToken(t *testing.T) {
 		t.Errorf("no token: exit %d, want %d", r.code, exitUsage)
 	}
 }
+
+// The config mistakes of issue 13 through the binary: one line each, exit 1.
+func TestServerConfigMistakes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, text string
+		says       []string
+	}{
+		{"line without =", "[webSocketEvents]\njwt_public_key = jwt.pem\nport 8081\n", []string{":3:", "[webSocketEvents]", "port 8081"}},
+		{"section in the wrong case", "[websocketEvents]\njwt_public_key = jwt.pem\n", []string{":1:", "[websocketEvents]", "did you mean [webSocketEvents]"}},
+		{"duplicate key", "[webSocketEvents]\njwt_public_key = jwt.pem\nport = 1\nport = 2\n", []string{":4:", "[webSocketEvents] port", "twice"}},
+	} {
+		dir := t.TempDir()
+		copyFile(t, filepath.Join(sharedKeys(t), "jwt.pem"), filepath.Join(dir, "jwt.pem"))
+		path := writeConfig(t, dir, tc.text)
+		for _, sub := range []string{"server", "checkconfig"} {
+			r := cli(t, "", "web_socket", sub, "--config", path)
+			if r.code != 1 {
+				t.Errorf("%s, %s: exit %d, want 1", tc.name, sub, r.code)
+			}
+			assertOneLine(t, r, append([]string{path}, tc.says...)...)
+		}
+	}
+}
