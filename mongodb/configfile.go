@@ -53,6 +53,11 @@ func ReadConfig(sec *iniconf.Section, defaultInstance string) (Config, error) {
 		if m.Collection == c.Events {
 			return Config{}, sec.Errorf("events_collection", "%q is also the collection of %s", c.Events, m.Type)
 		}
+		// What Connect checks, checked here too, so that the error names
+		// the source's line.
+		if err := m.validate(); err != nil {
+			return Config{}, sec.Error(m.Type.String(), err)
+		}
 	}
 	return c, nil
 }
