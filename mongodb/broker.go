@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -24,16 +25,29 @@ import (
 //	{_id: ObjectId, events: [{type, id, user, data}], createdAt: Date, instance: "name"}
 //
 // where data is the JSON text of the data array. Publish returns once
-// MongoDB acknowledged the write (majority); an error means nothing was
-// written. A TTL index on createdAt removes old documents.
+// MongoDB acknowledged the write (majority). An error does NOT mean that
+// nothing was written: after a timeout or a write-concern error the insert
+// may have been applied, and the change stream then delivers it. A TTL
+// index on createdAt removes old documents.
+//
+// A publish with an Idempotency-Key (PublishKeyed) is written with the key
+// as its _id and a fresh ObjectId as attempt:
+//
+//	{_id: "key", attempt: ObjectId, events: [...], createdAt: Date, instance: "name"}
+//
+// so that the unique _id makes a second insert of the same key fail on
+// every instance: a retry after an error delivers once. The key is
+// remembered as long as the document lives (events_ttl, at least the
+// idempotency window); a key older than the window is published again.
 //
 // ?wait counts: the instance that accepted the publish keeps the request's
-// Tracker under the document's _id until its own change stream delivers the
-// document (at most PendingTTL, at most PendingMax requests).
+// Tracker under the document's attempt (or _id) until its own change stream
+// delivers the document (at most PendingTTL, at most PendingMax requests).
 type Broker struct {
 	coll     *mongo.Collection
 	instance string
 	timeout  time.Duration
+	window   time.Duration
 	m        *metrics
 	log      *slog.Logger
 
@@ -49,7 +63,10 @@ type pendingPublish struct {
 	exp time.Time
 }
 
-var _ events.Broker = (*Broker)(nil)
+var (
+	_ events.Broker      = (*Broker)(nil)
+	_ events.KeyedBroker = (*Broker)(nil)
+)
 
 func newBroker(db *mongo.Database, cfg *Config, m *metrics, log *slog.Logger) *Broker {
 	wc := options.Collection().SetWriteConcern(writeconcern.Majority())
@@ -57,6 +74,7 @@ func newBroker(db *mongo.Database, cfg *Config, m *metrics, log *slog.Logger) *B
 		coll:     db.Collection(cfg.Events, wc),
 		instance: cfg.Instance,
 		timeout:  cfg.QueryTimeout,
+		window:   cfg.IdempotencyWindow,
 		m:        m,
 		log:      log,
 		pending:  make(map[primitive.ObjectID]pendingPublish),
@@ -66,9 +84,8 @@ func newBroker(db *mongo.Database, cfg *Config, m *metrics, log *slog.Logger) *B
 	}
 }
 
-// Publish writes evs as one document.
-func (b *Broker) Publish(ctx context.Context, evs []events.Event, tr *events.Tracker) error {
-	id := primitive.NewObjectID()
+// document builds the document of a publish.
+func (b *Broker) document(id any, attempt primitive.ObjectID, evs []events.Event) bson.D {
 	list := make(bson.A, len(evs))
 	for i := range evs {
 		e := &evs[i]
@@ -83,7 +100,17 @@ func (b *Broker) Publish(ctx context.Context, evs []events.Event, tr *events.Tra
 		d = append(d, bson.E{Key: "data", Value: data})
 		list[i] = d
 	}
-	doc := bson.D{{Key: "_id", Value: id}, {Key: "events", Value: list}, {Key: "createdAt", Value: primitive.NewDateTimeFromTime(b.now())}, {Key: "instance", Value: b.instance}}
+	doc := bson.D{{Key: "_id", Value: id}}
+	if id != attempt {
+		doc = append(doc, bson.E{Key: "attempt", Value: attempt})
+	}
+	return append(doc, bson.E{Key: "events", Value: list}, bson.E{Key: "createdAt", Value: primitive.NewDateTimeFromTime(b.now())}, bson.E{Key: "instance", Value: b.instance})
+}
+
+// Publish writes evs as one document.
+func (b *Broker) Publish(ctx context.Context, evs []events.Event, tr *events.Tracker) error {
+	id := primitive.NewObjectID()
+	doc := b.document(id, id, evs)
 	if tr != nil {
 		b.hold(id, tr)
 	}
@@ -101,6 +128,78 @@ func (b *Broker) Publish(ctx context.Context, evs []events.Event, tr *events.Tra
 		}
 		b.m.errors.WithLabelValues("insert_event").Inc()
 		return fmt.Errorf("insert into %s: %w", b.coll.Name(), err)
+	}
+	return nil
+}
+
+// PublishKeyed writes evs under key unless a document with that key, less
+// than the idempotency window old, is there already (dup). An error means
+// the document may or may not have been written; a retry with the same key
+// writes it at most once.
+func (b *Broker) PublishKeyed(ctx context.Context, key string, evs []events.Event, tr *events.Tracker) (dup bool, err error) {
+	attempt := primitive.NewObjectID()
+	doc := b.document(key, attempt, evs)
+	if tr != nil {
+		b.hold(attempt, tr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	dup, err = b.insertKeyed(ctx, key, attempt, doc)
+	if err != nil || dup {
+		if tr != nil {
+			b.take(attempt)
+		}
+	}
+	if err != nil {
+		b.m.errors.WithLabelValues("insert_event").Inc()
+		return false, fmt.Errorf("insert into %s: %w", b.coll.Name(), err)
+	}
+	return dup, nil
+}
+
+func (b *Broker) insertKeyed(ctx context.Context, key string, attempt primitive.ObjectID, doc bson.D) (dup bool, err error) {
+	// Two rounds at most: the second after an expired key was removed (or
+	// vanished by TTL) between the insert and the read.
+	for round := 0; ; round++ {
+		_, err := b.coll.InsertOne(ctx, doc)
+		if err == nil {
+			return false, nil
+		}
+		if !mongo.IsDuplicateKeyError(err) || round == 2 {
+			return false, err
+		}
+		var prev struct {
+			Attempt   primitive.ObjectID `bson:"attempt"`
+			CreatedAt time.Time          `bson:"createdAt"`
+		}
+		ferr := b.coll.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&prev)
+		switch {
+		case errors.Is(ferr, mongo.ErrNoDocuments):
+			continue // removed by TTL meanwhile: insert again
+		case ferr != nil:
+			return false, ferr
+		case prev.Attempt == attempt:
+			return false, nil // the driver retried our own insert, which had succeeded
+		case b.now().Sub(prev.CreatedAt) < b.window:
+			return true, nil
+		}
+		// The key's window is over but its document is still kept
+		// (events_ttl): the key is free again. Remove exactly that
+		// document (another instance may be doing the same) and insert.
+		if _, err := b.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "attempt", Value: prev.Attempt}}); err != nil {
+			return false, err
+		}
+	}
+}
+
+// trackerOf returns and forgets the Tracker of a published document (by its
+// attempt, else its ObjectId _id); nil when this instance holds none.
+func (b *Broker) trackerOf(id bson.RawValue, doc bson.Raw) *events.Tracker {
+	if oid, ok := doc.Lookup("attempt").ObjectIDOK(); ok {
+		return b.take(oid)
+	}
+	if oid, ok := id.ObjectIDOK(); ok {
+		return b.take(oid)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package mongodb
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -52,25 +53,41 @@ type Mapping struct {
 	DataFields                   []string // for DataFields
 }
 
-// Config is what the package needs; cmd/airlay-cli fills it from config.ini
-// (see server.Config for each key and its default).
+// Config holds the [mongodb] settings of config.ini (ReadConfig reads them;
+// each field names its key) and a few that are not in the file. A zero
+// field takes the default named beside it; setDefaults fills them, so a
+// Config written in Go needs only what differs.
 type Config struct {
+	// URI: uri, the connection string; "" runs airlay without MongoDB
+	// (cmd does not call Connect).
+	URI string
+	// Database: database, with the users, datasets and watched
+	// collections; zero: airlay.
 	Database string
-	// Instance names this instance's resume token; instances sharing a
-	// database need distinct names.
+	// Instance: instance, the name under which this instance keeps its
+	// resume token; instances sharing a database need distinct names. Zero:
+	// the host name (cmd gives hostname:port).
 	Instance string
-	Sources  []Mapping
+	// Sources: one line per event type (issueUpdate = collection=issues
+	// ...), how changes of a collection become events of that type. Nil:
+	// DefaultSources(); a type whose line is "off" is left out.
+	Sources []Mapping
 
-	Users         string   // users collection (code 3)
-	Datasets      string   // datasets collection (code 4)
-	DatasetAccess []string // fields of a dataset holding the users who may see it
-	CacheTTL      time.Duration
-	CacheSize     int
-	QueryTimeout  time.Duration
+	Users         string        // users_collection: where a token's data.id must exist (code 3); zero: users
+	Datasets      string        // datasets_collection: for the access check (code 4); zero: datasets
+	DatasetAccess []string      // dataset_access: fields of a dataset holding the users who may see it; zero: owner, members
+	CacheTTL      time.Duration // cache_ttl: how long a user or access answer is reused; zero: 5s; negative: not kept (cache_ttl = 0)
+	CacheSize     int           // cache_size: answers kept per cache; zero: 100000
+	QueryTimeout  time.Duration // query_timeout: longest one query or write may take (then code 7, 503); zero: 3s
 
-	Events    string // the collection POST /api/events writes and every instance watches
-	EventsTTL time.Duration
-	Resume    string // the collection of resume tokens, one document per instance
+	Events    string        // events_collection: where POST /api/events writes and every instance watches; zero: airlay_events
+	EventsTTL time.Duration // events_ttl: how long published events stay there (a TTL index); zero: 1h
+	Resume    string        // resume_collection: one document per instance holding its resume token; zero: airlay_resume_tokens
+
+	// IdempotencyWindow: how long an Idempotency-Key of a publish is
+	// remembered ([webSocketEvents] idempotency_window, which cmd copies
+	// here); at most EventsTTL. Zero: 10m.
+	IdempotencyWindow time.Duration
 
 	// Not in config.ini; zero takes the default in brackets.
 	MaxAwait     time.Duration // longest a getMore waits for changes [1s]
@@ -81,24 +98,67 @@ type Config struct {
 	PendingTTL   time.Duration // how long a waiting publish is remembered [70s]
 }
 
+// Defaults of the [mongodb] keys.
+const (
+	DefaultDatabase          = "airlay"
+	DefaultUsers             = "users"
+	DefaultDatasets          = "datasets"
+	DefaultCacheTTL          = 5 * time.Second
+	DefaultCacheSize         = 100000
+	DefaultQueryTimeout      = 3 * time.Second
+	DefaultEvents            = "airlay_events"
+	DefaultEventsTTL         = time.Hour
+	DefaultResume            = "airlay_resume_tokens"
+	DefaultIdempotencyWindow = 10 * time.Minute
+)
+
+// DefaultDatasetAccess is the default of dataset_access.
+func DefaultDatasetAccess() []string { return []string{"owner", "members"} }
+
+// setDefaults fills every zero field with its default.
 func (c *Config) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
+		if *d == 0 {
 			*d = v
 		}
 	}
+	str := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	str(&c.Database, DefaultDatabase)
+	if c.Instance == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "airlay"
+		}
+		c.Instance = host
+	}
+	if c.Sources == nil {
+		c.Sources = DefaultSources()
+	}
+	str(&c.Users, DefaultUsers)
+	str(&c.Datasets, DefaultDatasets)
+	if len(c.DatasetAccess) == 0 {
+		c.DatasetAccess = DefaultDatasetAccess()
+	}
+	def(&c.CacheTTL, DefaultCacheTTL)
+	if c.CacheSize <= 0 {
+		c.CacheSize = DefaultCacheSize
+	}
+	def(&c.QueryTimeout, DefaultQueryTimeout)
+	str(&c.Events, DefaultEvents)
+	def(&c.EventsTTL, DefaultEventsTTL)
+	str(&c.Resume, DefaultResume)
+	def(&c.IdempotencyWindow, DefaultIdempotencyWindow)
 	def(&c.MaxAwait, time.Second)
 	def(&c.RetryMin, 100*time.Millisecond)
 	def(&c.RetryMax, 10*time.Second)
 	def(&c.SaveInterval, time.Second)
 	def(&c.PendingTTL, 70*time.Second)
-	def(&c.QueryTimeout, 3*time.Second)
-	def(&c.EventsTTL, time.Hour)
 	if c.PendingMax <= 0 {
 		c.PendingMax = 10000
-	}
-	if c.CacheSize <= 0 {
-		c.CacheSize = 100000
 	}
 }
 
@@ -113,6 +173,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.DatasetAccess) == 0 {
 		return errors.New("dataset access fields not set")
+	}
+	if c.IdempotencyWindow > c.EventsTTL {
+		return fmt.Errorf("events_ttl %v is shorter than idempotency_window %v: a published event must stay as long as its key is remembered", c.EventsTTL, c.IdempotencyWindow)
 	}
 	for _, m := range c.Sources {
 		if err := m.validate(); err != nil {

@@ -51,7 +51,6 @@ func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serv
 	cfg := server.Defaults()
 	cfg.File, cfg.Address, cfg.Port = "e2e.ini", "127.0.0.1", 0
 	cfg.JWTPublicKey, cfg.PublishToken = keyPath, e2ePublishToken
-	cfg.MongoURI = "mongodb://fake.invalid/"
 	mg, logs := connectWith(t, co, mcfg)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := server.New(&cfg, server.Options{Logger: log, Store: mg.Store, Broker: mg.Broker, Ready: mg.Ready, Collectors: mg.Collectors()})

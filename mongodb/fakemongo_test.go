@@ -42,6 +42,8 @@ type fakeMongo struct {
 	hang     bool          // every command waits until its caller gives up
 	gate     chan struct{} // when set, find waits for it to close
 	batch    int           // most changes per batch
+
+	indexes map[string][]bson.Raw // by collection: index specs {key, name, expireAfterSeconds}
 }
 
 type fakeCursor struct {
@@ -56,11 +58,22 @@ type fakeCmd struct {
 }
 
 // fakeFail answers the next command named cmd with reply (a server error)
-// or err (a network error).
+// or err (a network error). With apply, the command runs first (its write
+// is applied, with its change event) and reply's fields are added to its
+// answer: a writeConcernError after the write, as a real server gives it.
 type fakeFail struct {
 	cmd   string
 	reply bson.D
 	err   error
+	apply bool
+}
+
+// wcError is a fakeFail that applies cmd and then answers with a write
+// concern error (64 WriteConcernFailed, as after wtimeout).
+func wcError(cmd string) fakeFail {
+	return fakeFail{cmd: cmd, apply: true, reply: bson.D{{Key: "writeConcernError", Value: bson.D{
+		{Key: "code", Value: int32(64)}, {Key: "codeName", Value: "WriteConcernFailed"}, {Key: "errmsg", Value: "waiting for replication timed out"},
+		{Key: "errInfo", Value: bson.D{{Key: "wtimeout", Value: true}}}}}}}
 }
 
 func newFakeMongo(t testing.TB) *fakeMongo {
@@ -231,10 +244,21 @@ func (f *fakeMongo) handle(ctx context.Context, name string, cmd bson.Raw) (bson
 		if fl.cmd == name {
 			f.fails = append(f.fails[:i], f.fails[i+1:]...)
 			f.mu.Unlock()
-			return fl.reply, fl.err
+			if !fl.apply {
+				return fl.reply, fl.err
+			}
+			reply, err := f.dispatch(ctx, name, cmd)
+			if err != nil {
+				return nil, err
+			}
+			return append(reply, fl.reply...), nil
 		}
 	}
 	f.mu.Unlock()
+	return f.dispatch(ctx, name, cmd)
+}
+
+func (f *fakeMongo) dispatch(ctx context.Context, name string, cmd bson.Raw) (bson.D, error) {
 	coll, _ := cmd.Lookup(name).StringValueOK()
 	switch name {
 	case "aggregate":
@@ -257,7 +281,15 @@ func (f *fakeMongo) handle(ctx context.Context, name string, cmd bson.Raw) (bson
 		return f.insert(coll, cmd)
 	case "update":
 		return f.update(coll, cmd)
-	case "createIndexes", "endSessions", "ping":
+	case "delete":
+		return f.delete(coll, cmd)
+	case "createIndexes":
+		return f.createIndexes(coll, cmd)
+	case "listIndexes":
+		return f.listIndexes(coll)
+	case "collMod":
+		return f.collMod(coll, cmd)
+	case "endSessions", "ping":
 		return ok(), nil
 	}
 	return serverError(59, "CommandNotFound"), nil
@@ -454,6 +486,125 @@ func (f *fakeMongo) insert(coll string, cmd bson.Raw) (bson.D, error) {
 	}
 	f.broadcast()
 	return ok(bson.E{Key: "n", Value: int32(len(docs))}), nil
+}
+
+// createIndexes stores index specs as a server does: an index with the
+// same key and name and the same options is a no-op; the same key with
+// other options is 85 IndexOptionsConflict.
+func (f *fakeMongo) createIndexes(coll string, cmd bson.Raw) (bson.D, error) {
+	specs, _ := cmd.Lookup("indexes").Array().Values()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.indexes == nil {
+		f.indexes = map[string][]bson.Raw{}
+	}
+	for _, v := range specs {
+		spec := v.Document()
+		dup := false
+		for _, old := range f.indexes[coll] {
+			if bytes.Equal(old.Lookup("key").Value, spec.Lookup("key").Value) {
+				if !old.Lookup("expireAfterSeconds").Equal(spec.Lookup("expireAfterSeconds")) || !old.Lookup("name").Equal(spec.Lookup("name")) {
+					return serverError(85, "IndexOptionsConflict"), nil
+				}
+				dup = true
+			}
+		}
+		if !dup {
+			f.indexes[coll] = append(f.indexes[coll], bytes.Clone(spec))
+		}
+	}
+	return ok(), nil
+}
+
+func (f *fakeMongo) listIndexes(coll string) (bson.D, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, exists := f.colls[coll]; !exists && len(f.indexes[coll]) == 0 {
+		return serverError(26, "NamespaceNotFound"), nil
+	}
+	batch := bson.A{bson.D{{Key: "v", Value: int32(2)}, {Key: "key", Value: bson.D{{Key: "_id", Value: int32(1)}}}, {Key: "name", Value: "_id_"}}}
+	for _, spec := range f.indexes[coll] {
+		batch = append(batch, spec)
+	}
+	return ok(bson.E{Key: "cursor", Value: bson.D{{Key: "id", Value: int64(0)}, {Key: "ns", Value: f.db + "." + coll}, {Key: "firstBatch", Value: batch}}}), nil
+}
+
+// collMod supports index: {keyPattern, expireAfterSeconds}.
+func (f *fakeMongo) collMod(coll string, cmd bson.Raw) (bson.D, error) {
+	key := cmd.Lookup("index", "keyPattern")
+	ttl, isNum := cmd.Lookup("index", "expireAfterSeconds").AsInt64OK()
+	if !isNum {
+		return serverError(2, "BadValue"), nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, spec := range f.indexes[coll] {
+		if bytes.Equal(spec.Lookup("key").Value, key.Value) {
+			var d bson.D
+			_ = bson.Unmarshal(spec, &d)
+			var out bson.D
+			for _, e := range d {
+				if e.Key != "expireAfterSeconds" {
+					out = append(out, e)
+				}
+			}
+			f.indexes[coll][i] = mustRaw(append(out, bson.E{Key: "expireAfterSeconds", Value: ttl}))
+			return ok(bson.E{Key: "expireAfterSeconds_new", Value: ttl}), nil
+		}
+	}
+	return serverError(27, "IndexNotFound"), nil
+}
+
+// index returns the spec of the index of coll on key, nil when none.
+func (f *fakeMongo) index(coll, key string) bson.Raw {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, spec := range f.indexes[coll] {
+		if elems, _ := spec.Lookup("key").Document().Elements(); len(elems) == 1 && elems[0].Key() == key {
+			return spec
+		}
+	}
+	return nil
+}
+
+// dropDatabase forgets every collection and index, and ends every change
+// stream with an invalidate, as a real server does for a database-level
+// stream (the drop events before it are left out: airlay's pipeline does
+// not select them).
+func (f *fakeMongo) dropDatabase() {
+	f.mu.Lock()
+	f.colls = map[string][]bson.Raw{}
+	f.indexes = nil
+	f.mu.Unlock()
+	f.addChanges(bson.D{{Key: "operationType", Value: "invalidate"}})
+}
+
+// delete removes the documents matching each statement's q (every one:
+// limit is not looked at), each with its change event.
+func (f *fakeMongo) delete(coll string, cmd bson.Raw) (bson.D, error) {
+	dels, _ := cmd.Lookup("deletes").Array().Values()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, d := range dels {
+		q := d.Document().Lookup("q").Document()
+		var kept []bson.Raw
+		for _, doc := range f.colls[coll] {
+			if !matches(doc, q) {
+				kept = append(kept, doc)
+				continue
+			}
+			n++
+			f.appendChangeLocked(bson.D{
+				{Key: "operationType", Value: "delete"},
+				{Key: "ns", Value: bson.D{{Key: "db", Value: f.db}, {Key: "coll", Value: coll}}},
+				{Key: "documentKey", Value: bson.D{{Key: "_id", Value: doc.Lookup("_id")}}},
+			})
+		}
+		f.colls[coll] = kept
+	}
+	f.broadcast()
+	return ok(bson.E{Key: "n", Value: int32(n)}), nil
 }
 
 // update supports what the Source sends: an upsert of {_id} with $set.

@@ -36,7 +36,7 @@ func oid(h string) primitive.ObjectID {
 	return id
 }
 
-// defaultMappings are the documented defaults (server.Defaults, config.ini).
+// defaultMappings are the documented defaults (DefaultSources, config.ini).
 func defaultMappings() []Mapping {
 	all := []string{OpInsert, OpUpdate, OpReplace, OpDelete}
 	return []Mapping{

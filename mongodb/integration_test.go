@@ -12,10 +12,14 @@ package mongodb
 // dropped at the end.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -226,4 +230,179 @@ func TestIntegrationFailPoint(t *testing.T) {
 		t.Fatalf("frames (lost or doubled):\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(expect, "\n     "))
 	}
 	_ = admin.RunCommand(ctx, bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}}).Err()
+}
+
+// TestIntegrationIdempotencyKey: the majority write concern of a keyed
+// publish fails after the primary applied the insert (a fail point with
+// writeConcernError): 503 code 7. The backend retries with the same key
+// through the other instance: 200 duplicate, and each instance's subscriber
+// gets the event exactly once.
+func TestIntegrationIdempotencyKey(t *testing.T) {
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	app := "airlay-it-" + db // the fail point hits only instance A's client
+	a := startServerWith(t, options.Client().ApplyURI(uri).SetAppName(app), integrationConfig(db, "it-key-a"))
+	b := integrationServer(t, uri, db, "it-key-b")
+	waitFor(t, "instance A ready", func() bool { s, _ := a.get("/readyz"); return s == 200 })
+	wa, wb := a.dial(), b.dial()
+	for _, ws := range []*websocket.Conn{wa, wb} {
+		wsDo(t, ws, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue1.Hex()), 0)
+		wsDo(t, ws, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue2.Hex()), 0)
+	}
+	ctx := context.Background()
+	admin := client.Database("admin")
+	err := admin.RunCommand(ctx, bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: bson.D{{Key: "times", Value: 1}}},
+		{Key: "data", Value: bson.D{{Key: "failCommands", Value: bson.A{"insert"}}, {Key: "appName", Value: app},
+			{Key: "writeConcernError", Value: bson.D{{Key: "code", Value: 64}, {Key: "codeName", Value: "WriteConcernFailed"}, {Key: "errmsg", Value: "waiting for replication timed out"}, {Key: "errInfo", Value: bson.D{{Key: "wtimeout", Value: true}}}}}}}}).Err()
+	if err != nil {
+		t.Fatalf("configureFailPoint (the server needs --setParameter enableTestCommands=1): %v", err)
+	}
+	defer admin.RunCommand(ctx, bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}})
+	body := `{"type":"issueUpdate","id":"` + issue1.Hex() + `","data":["status"]}`
+	status, m := a.publishKeyed("", body, "it-job-1")
+	if status != 503 || m["code"] != 7.0 {
+		t.Fatalf("first try: %d %v, want 503 code 7 (the write-concern error)", status, m)
+	}
+	status, m = b.publishKeyed("?wait=2", body, "it-job-1")
+	if status != 200 || m["duplicate"] != true {
+		t.Fatalf("retry on B: %d %v, want 200 duplicate", status, m)
+	}
+	if status, m = b.publish("", `{"type":"issueUpdate","id":"`+issue2.Hex()+`"}`); status != 200 {
+		t.Fatalf("marker: %d %v", status, m)
+	}
+	for name, ws := range map[string]*websocket.Conn{"A": wa, "B": wb} {
+		if got, want := wsRead(t, ws), frame("issueUpdate", issue1, `["status"]`); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+		if got, want := wsRead(t, ws), frame("issueUpdate", issue2, `[]`); got != want {
+			t.Errorf("%s: %s, want the marker %s", name, got, want)
+		}
+	}
+	n, err := client.Database(db).Collection("airlay_events").CountDocuments(ctx, bson.D{})
+	if err != nil || n != 2 {
+		t.Errorf("events collection holds %d documents (%v), want 2", n, err)
+	}
+}
+
+// TestIntegrationTTLIndex: the TTL index follows events_ttl (collMod, no
+// manual drop) and is created again after the database is dropped.
+func TestIntegrationTTLIndex(t *testing.T) {
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	ctx := context.Background()
+	ttl := func() int64 {
+		cur, err := client.Database(db).Collection("airlay_events").Indexes().List(ctx)
+		if err != nil {
+			return -1
+		}
+		var specs []bson.M
+		_ = cur.All(ctx, &specs)
+		for _, s := range specs {
+			if k, ok := s["key"].(bson.M); ok && len(k) == 1 && k["createdAt"] != nil {
+				switch v := s["expireAfterSeconds"].(type) {
+				case int32:
+					return int64(v)
+				case int64:
+					return v
+				case float64:
+					return int64(v)
+				}
+			}
+		}
+		return -1
+	}
+	e := integrationServer(t, uri, db, "it-ttl-1")
+	waitFor(t, "the TTL index at 3600s", func() bool { return ttl() == 3600 })
+	// Another instance with another events_ttl changes it in place.
+	cfg := integrationConfig(db, "it-ttl-2")
+	cfg.EventsTTL = 20 * time.Minute
+	startServerWith(t, options.Client().ApplyURI(uri), cfg)
+	waitFor(t, "the TTL index at 1200s", func() bool { return ttl() == 1200 })
+	// dropDatabase: the first instance's stream is invalidated; it creates
+	// its index again.
+	if err := client.Database(db).Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for ttl() != 3600 && ttl() != 1200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no TTL index after dropDatabase; log:\n%s", e.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// mongosimControl returns the HTTP control endpoint of mongosim
+// (AIRLAY_TEST_MONGOSIM_CONTROL, set by .ci/integration-mongodb), or skips:
+// a real replica set has no fault that applies a write and loses its reply.
+func mongosimControl(t *testing.T) string {
+	t.Helper()
+	c := os.Getenv("AIRLAY_TEST_MONGOSIM_CONTROL")
+	if c == "" {
+		t.Skip("AIRLAY_TEST_MONGOSIM_CONTROL is not set: this test needs mongosim's close_after fault (.ci/integration-mongodb sets it)")
+	}
+	return c
+}
+
+func mongosimFault(t *testing.T, control string, fault map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(fault)
+	resp, err := http.Post(control+"/fault", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST /fault %s: %d %s", b, resp.StatusCode, body)
+	}
+}
+
+// TestIntegrationIdempotencyReplyLost: the insert of a keyed publish is
+// applied and the connection closes before the reply (close_after). Once:
+// the driver's retryable write gets the first result, 200. Twice (the
+// driver's retry too): 503, and the backend's retry with the same key is a
+// duplicate. Either way every subscriber gets each event once.
+func TestIntegrationIdempotencyReplyLost(t *testing.T) {
+	control := mongosimControl(t)
+	client, uri, db := integration(t)
+	seed(t, client, db)
+	app := "airlay-it-lost-" + db
+	a := startServerWith(t, options.Client().ApplyURI(uri).SetAppName(app), integrationConfig(db, "it-lost-a"))
+	b := integrationServer(t, uri, db, "it-lost-b")
+	waitFor(t, "instance A ready", func() bool { s, _ := a.get("/readyz"); return s == 200 })
+	wa, wb := a.dial(), b.dial()
+	for _, ws := range []*websocket.Conn{wa, wb} {
+		wsDo(t, ws, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue1.Hex()), 0)
+		wsDo(t, ws, wsRequest(a.token(userA.Hex()), "attach", "issueUpdate", issue2.Hex()), 0)
+	}
+	body := func(field string) string {
+		return `{"type":"issueUpdate","id":"` + issue1.Hex() + `","data":["` + field + `"]}`
+	}
+	ns := db + ".airlay_events"
+
+	mongosimFault(t, control, map[string]any{"kind": "close_after", "commands": []string{"insert"}, "ns": ns, "app": app, "times": 1})
+	if status, m := a.publishKeyed("", body("once"), "lost-1"); status != 200 || m["duplicate"] != nil {
+		t.Fatalf("reply lost once: %d %v, want 200 (the driver's retry gets the first result)", status, m)
+	}
+	mongosimFault(t, control, map[string]any{"kind": "close_after", "commands": []string{"insert"}, "ns": ns, "app": app, "times": 2})
+	if status, m := a.publishKeyed("", body("twice"), "lost-2"); status != 503 {
+		t.Fatalf("reply lost twice: %d %v, want 503", status, m)
+	}
+	if status, m := b.publishKeyed("", body("twice"), "lost-2"); status != 200 || m["duplicate"] != true {
+		t.Fatalf("retry on B: %d %v, want 200 duplicate", status, m)
+	}
+	if status, m := a.publishKeyed("", body("twice"), "lost-2"); status != 200 || m["duplicate"] != true {
+		t.Fatalf("retry on A: %d %v, want 200 duplicate", status, m)
+	}
+	if status, m := b.publish("", `{"type":"issueUpdate","id":"`+issue2.Hex()+`"}`); status != 200 {
+		t.Fatalf("marker: %d %v", status, m)
+	}
+	for name, ws := range map[string]*websocket.Conn{"A": wa, "B": wb} {
+		for _, want := range []string{frame("issueUpdate", issue1, `["once"]`), frame("issueUpdate", issue1, `["twice"]`), frame("issueUpdate", issue2, `[]`)} {
+			if got := wsRead(t, ws); got != want {
+				t.Errorf("%s: %s, want %s", name, got, want)
+			}
+		}
+	}
 }

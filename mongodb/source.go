@@ -134,6 +134,7 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 		switch {
 		case err == nil: // the server closed the stream (invalidate): reopen
 			s.log.Info("change stream invalidated; reopening after it")
+			s.ensureIndex(ctx) // the database was dropped, and the index with it
 			continue
 		case historyLost(err):
 			s.setDown(err) // until the stream is open again, from now
@@ -239,8 +240,8 @@ func (s *Source) deliver(hub *events.Hub, raw bson.Raw) string {
 		}
 		evs, err := decodePublished(c.doc)
 		var tr *events.Tracker
-		if oid, ok := c.key.ObjectIDOK(); ok && s.broker != nil {
-			tr = s.broker.take(oid)
+		if s.broker != nil {
+			tr = s.broker.trackerOf(c.key, c.doc)
 		}
 		if err != nil {
 			s.m.errors.WithLabelValues("decode").Inc()
@@ -317,19 +318,20 @@ func (s *Source) loadToken(ctx context.Context) (bson.Raw, bool, error) {
 	return bytes.Clone(tok), after, nil
 }
 
-// ensureIndex creates the TTL index of the events collection (a no-op when
-// it exists). A failure is logged: publishing works without it, the
-// collection only grows.
+// ensureIndex keeps the TTL index of the events collection in step with
+// events_ttl (see index.go). A failure is logged: publishing works without
+// it, the collection only grows.
 func (s *Source) ensureIndex(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
-	_, err := s.db.Collection(s.cfg.Events).Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys:    bson.D{{Key: "createdAt", Value: 1}},
-		Options: options.Index().SetName("airlay_ttl").SetExpireAfterSeconds(int32(s.cfg.EventsTTL / time.Second)),
-	})
+	did, err := ensureTTLIndex(ctx, s.db, s.cfg.Events, s.cfg.EventsTTL)
 	if err != nil {
 		s.m.errors.WithLabelValues("create_index").Inc()
-		s.log.Warn("events collection: creating the TTL index failed (published events are not removed by age)", "collection", s.cfg.Events, "err", err)
+		s.log.Warn("events collection: the TTL index could not be created or updated (published events are not removed by age)", "collection", s.cfg.Events, "err", err)
+		return
+	}
+	if did != "" {
+		s.log.Info("events collection: TTL index "+did, "collection", s.cfg.Events, "events_ttl", s.cfg.EventsTTL)
 	}
 }
 

@@ -130,6 +130,16 @@ type publishAnswer struct {
 	Code      int    `json:"code"`
 	Delivered int64  `json:"delivered"`
 	Pending   int64  `json:"pending"`
+	// Duplicate: the Idempotency-Key was published before within
+	// idempotency_window; nothing was published again.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+type duplicateAnswer struct {
+	Status    int    `json:"status"`
+	Message   string `json:"message"`
+	Code      int    `json:"code"`
+	Duplicate bool   `json:"duplicate"`
 }
 
 // handlePublish is POST /api/events.
@@ -150,6 +160,14 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = time.Duration(secs * float64(time.Second))
 	}
+	key, keySet := "", len(r.Header.Values("Idempotency-Key")) > 0
+	if keySet {
+		key = r.Header.Get("Idempotency-Key")
+		if len(r.Header.Values("Idempotency-Key")) > 1 || !events.ValidIdempotencyKey(key) {
+			writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+			return
+		}
+	}
 	body, ok := readBody(w, r, s.cfg.MaxPublishBytes, s.cfg.BodyTimeout)
 	if !ok {
 		return
@@ -164,9 +182,21 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if waitSet {
 		tr = events.NewTracker()
 	}
-	if err := s.broker.Publish(r.Context(), evs, tr); err != nil {
-		s.log.Error("publish failed", "err", err, "events", len(evs))
+	dup, err := s.publish(r.Context(), key, evs, tr)
+	if err != nil {
+		s.log.Error("publish failed", "err", err, "events", len(evs), "idempotency_key", keySet)
 		writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
+		return
+	}
+	if dup {
+		// Published before under this key: nothing again. The counts of
+		// the first publish are not known here.
+		s.metrics.duplicates.Inc()
+		if waitSet {
+			writeJSON(w, publishAnswer{Status: http.StatusOK, Message: events.OK.Message(), Duplicate: true})
+		} else {
+			writeJSON(w, duplicateAnswer{Status: http.StatusOK, Message: events.OK.Message(), Duplicate: true})
+		}
 		return
 	}
 	for i := range evs {

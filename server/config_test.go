@@ -69,26 +69,8 @@ var cfgKeys = []cfgKey{
 	{SectionServer, "log_format", "LogFormat", "json", "json"},
 	{SectionServer, "log_level", "LogLevel", "debug", slog.LevelDebug},
 	{SectionServer, "live_page", "LivePage", "true", true},
-	{SectionMongo, "uri", "MongoURI", "mongodb://db:27017", "mongodb://db:27017"},
-	{SectionMongo, "database", "MongoDatabase", "airlay2", "airlay2"},
-	{SectionMongo, "instance", "MongoInstance", "web-1", "web-1"},
-	{SectionMongo, "users_collection", "MongoUsers", "people", "people"},
-	{SectionMongo, "datasets_collection", "MongoDatasets", "sets", "sets"},
-	{SectionMongo, "dataset_access", "MongoDatasetAccess", "owner, editors.user", []string{"owner", "editors.user"}},
-	{SectionMongo, "cache_ttl", "MongoCacheTTL", "0", time.Duration(0)},
-	{SectionMongo, "cache_size", "MongoCacheSize", "50", 50},
-	{SectionMongo, "query_timeout", "MongoQueryTimeout", "1500ms", 1500 * time.Millisecond},
-	{SectionMongo, "events_collection", "MongoEvents", "events", "events"},
-	{SectionMongo, "events_ttl", "MongoEventsTTL", "10m", 10 * time.Minute},
-	{SectionMongo, "resume_collection", "MongoResume", "tokens", "tokens"},
-	{SectionMongo, "issueUpdate", "MongoIssueUpdate", "collection=tickets operations=update data=none",
-		MongoSource{Collection: "tickets", Operations: []string{"update"}, IDField: "_id", Data: "none"}},
-	{SectionMongo, "notification", "MongoNotification", "user=to", MongoSource{Collection: "notifications", Operations: []string{"insert"}, IDField: "_id", UserField: "to", Data: "document"}},
-	{SectionMongo, "datasetUpdate", "MongoDatasetUpdate", "off", MongoSource{}},
-	{SectionMongo, "uploadFile", "MongoUploadFile", "finished=done:true data=changed",
-		MongoSource{Collection: "uploads", Operations: []string{"insert", "update", "replace"}, IDField: "dataset", FinishedField: "done", FinishedValue: "true", Data: "changed"}},
-	{SectionMongo, "downloadFile", "MongoDownloadFile", "collection=jobs id=export data=fields:link",
-		MongoSource{Collection: "jobs", Operations: []string{"insert", "update", "replace"}, IDField: "export", FinishedField: "status", FinishedValue: "finished", Data: "fields", DataFields: []string{"link"}}},
+	{SectionServer, "idempotency_window", "IdempotencyWindow", "30s", 30 * time.Second},
+	{SectionServer, "idempotency_keys", "IdempotencyKeys", "50", 50},
 }
 
 // cfgContractKeys are the keys PROTOCOL.md fixes.
@@ -128,8 +110,8 @@ func TestConfigKeysSetTheirFields(t *testing.T) {
 	ct := reflect.TypeFor[Config]()
 	for i := 0; i < ct.NumField(); i++ {
 		name := ct.Field(i).Name
-		if name == "File" {
-			continue // not a setting: where the settings came from
+		if name == "File" || name == "Mongo" || name == "file" {
+			continue // not settings: where the settings came from, and the section of package mongodb
 		}
 		if !fields[name] {
 			t.Errorf("Config.%s has no ini key in the test's table (add it, and to config.ini)", name)
@@ -162,7 +144,6 @@ func TestConfigKeysSetTheirFields(t *testing.T) {
 
 	for _, text := range []string{
 		"[webSocketEvents]\njwt_public_key = jwt.pem\nprot = 8081\n",
-		"[webSocketEvents]\njwt_public_key = jwt.pem\n[mongodb]\nurl = mongodb://x\n",
 	} {
 		if _, err := cfgParse("c.ini", text); err == nil {
 			t.Errorf("accepted an unknown key:\n%s", text)
@@ -170,8 +151,11 @@ func TestConfigKeysSetTheirFields(t *testing.T) {
 	}
 }
 
-// The committed example documents every key, each with its default, and
-// nothing else.
+// The committed config.ini is the documented reference, and also the file a
+// user edits: so no test reads its values. Every key it sets in
+// [webSocketEvents] is known and carries a comment saying what it is, and
+// the file parses; every known key is documented in the README's table
+// (which a user does not edit), so a new key cannot go undocumented.
 func TestConfigExampleDocumentsEveryKey(t *testing.T) {
 	t.Parallel()
 	data := cfgReadExample(t)
@@ -179,37 +163,19 @@ func TestConfigExampleDocumentsEveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inExample := map[string]bool{}
-	for _, sec := range []string{SectionServer, SectionMongo} {
-		s, err := f.GetSection(sec)
-		if err != nil {
-			t.Fatalf("the example has no [%s]", sec)
-		}
-		for _, k := range s.KeyStrings() {
-			inExample[sec+"."+k] = true
-		}
-	}
 	inTable := map[string]bool{}
 	for _, k := range cfgKeys {
-		inTable[k.section+"."+k.key] = true
+		inTable[k.key] = true
 	}
-	for k := range inTable {
-		if !inExample[k] {
-			t.Errorf("%s is accepted but not documented in config.ini", k)
-		}
-	}
-	for k := range inExample {
-		if !inTable[k] {
-			t.Errorf("config.ini documents %s, which the test's table lacks", k)
-		}
-	}
-	for _, k := range cfgContractKeys {
-		if !inExample[k] {
-			t.Errorf("config.ini lacks %s of the contract", k)
+	if s, err := f.GetSection(SectionServer); err == nil {
+		for _, k := range s.KeyStrings() {
+			if !inTable[k] {
+				t.Errorf("config.ini sets [%s] %s, which is not a key of the server", SectionServer, k)
+			}
 		}
 	}
 	// Each key line carries a comment that says what it is.
-	keyLine := regexp.MustCompile(`^\s*([a-z_]+)\s*=(.*)$`)
+	keyLine := regexp.MustCompile(`^\s*([A-Za-z_]+)\s*=(.*)$`)
 	for _, line := range strings.Split(string(data), "\n") {
 		m := keyLine.FindStringSubmatch(line)
 		if m == nil {
@@ -220,21 +186,49 @@ func TestConfigExampleDocumentsEveryKey(t *testing.T) {
 			t.Errorf("config.ini: %s has no comment saying what it is", m[1])
 		}
 	}
-
-	// The values shown are the defaults.
-	c, err := ParseConfig("/srv/airlay/config.ini", data)
-	if err != nil {
-		t.Fatalf("the example does not parse: %v", err)
+	if _, err := ParseConfig("/srv/airlay/config.ini", data); err != nil {
+		t.Errorf("config.ini does not parse: %v", err)
 	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range cfgKeys {
+		if !strings.Contains(string(readme), "| `"+k.key+"` |") {
+			t.Errorf("README.md's configuration table lacks [%s] %s", k.section, k.key)
+		}
+	}
+}
+
+// The contract's keys exist, and the documented defaults are the defaults:
+// a config with only the required key gives Defaults().
+func TestConfigContractKeysAndDefaults(t *testing.T) {
+	t.Parallel()
+	inTable := map[string]bool{}
+	for _, k := range cfgKeys {
+		inTable[k.section+"."+k.key] = true
+	}
+	for _, k := range cfgContractKeys {
+		if strings.HasPrefix(k, SectionServer+".") && !inTable[k] {
+			t.Errorf("the server lacks %s of the contract", k)
+		}
+	}
+	c, err := cfgParse("/srv/airlay/config.ini", "[webSocketEvents]\njwt_public_key = jwt.pem\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := *c, Defaults()
 	if c.JWTPublicKey != "/srv/airlay/jwt.pem" {
 		t.Errorf("jwt_public_key %q, want /srv/airlay/jwt.pem (relative to the config file)", c.JWTPublicKey)
 	}
-	got, want := *c, Defaults()
-	got.File, got.JWTPublicKey = "", ""
 	for i := 0; i < reflect.TypeFor[Config]().NumField(); i++ {
+		name := reflect.TypeFor[Config]().Field(i).Name
+		if name == "File" || name == "JWTPublicKey" || name == "Mongo" || name == "file" {
+			continue
+		}
 		g, w := reflect.ValueOf(got).Field(i).Interface(), reflect.ValueOf(want).Field(i).Interface()
 		if !reflect.DeepEqual(g, w) {
-			t.Errorf("config.ini sets %s to %#v, but its default is %#v", reflect.TypeFor[Config]().Field(i).Name, g, w)
+			t.Errorf("an absent %s gives %#v, but Defaults() has %#v", name, g, w)
 		}
 	}
 }
@@ -253,10 +247,13 @@ func TestConfigExampleLoadsAndServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.File != path || c.JWTPublicKey != filepath.Join(dir, "jwt.pem") {
-		t.Errorf("File %q JWTPublicKey %q", c.File, c.JWTPublicKey)
+	if c.File != path {
+		t.Errorf("File %q", c.File)
 	}
+	// What a user may have changed in the file does not matter here.
+	c.JWTPublicKey = filepath.Join(dir, "jwt.pem")
 	c.Address, c.Port = "127.0.0.1", 0
+	c.AllowedOrigins, c.FilesDir, c.JWTIssuer = []string{"*"}, "", ""
 	c.PublishToken = testPublishToken
 	e := startEnv(t, c, Options{})
 	status, m := e.publish("", eventJSON("issueUpdate", issue1))
@@ -301,7 +298,8 @@ func TestConfigErrors(t *testing.T) {
 		{"jwt_public_key missing", "[webSocketEvents]\nport = 8081\n", SectionServer, "jwt_public_key", nil},
 		{"jwt_public_key empty", "[webSocketEvents]\njwt_public_key =\n", SectionServer, "jwt_public_key", nil},
 		{"jwt_public_key only a comment", "[webSocketEvents]\njwt_public_key =   ; the key\n", SectionServer, "jwt_public_key", nil},
-		{"no section at all", "", SectionServer, "jwt_public_key", nil},
+		{"no section at all", "", SectionServer, "jwt_public_key", []string{"no [webSocketEvents] section"}},
+		{"another section name", "[WebSocket]\njwt_public_key = jwt.pem\n", SectionServer, "jwt_public_key", []string{"no [webSocketEvents] section"}},
 		{"port abc", head + "port = abc\n", SectionServer, "port", []string{"abc"}},
 		{"port 70000", head + "port = 70000\n", SectionServer, "port", []string{"70000"}},
 		{"port -1", head + "port = -1\n", SectionServer, "port", []string{"-1"}},
@@ -324,26 +322,6 @@ func TestConfigErrors(t *testing.T) {
 		{"allowed_origins with a path", head + "allowed_origins = https://a.b/app\n", SectionServer, "allowed_origins", nil},
 		{"allowed_origins host only", head + "allowed_origins = a.b\n", SectionServer, "allowed_origins", nil},
 		{"unknown key", head + "prot = 8081\n", SectionServer, "prot", []string{"unknown"}},
-		{"unknown key in mongodb", head + "[mongodb]\nurl = mongodb://x\n", SectionMongo, "url", []string{"unknown"}},
-		{"cache_ttl abc", head + "[mongodb]\ncache_ttl = abc\n", SectionMongo, "cache_ttl", []string{"abc"}},
-		{"cache_size 0", head + "[mongodb]\ncache_size = 0\n", SectionMongo, "cache_size", nil},
-		{"users_collection empty", head + "[mongodb]\nusers_collection =\n", SectionMongo, "users_collection", nil},
-		{"events_collection with $", head + "[mongodb]\nevents_collection = a$b\n", SectionMongo, "events_collection", []string{"a$b"}},
-		{"dataset_access empty", head + "[mongodb]\ndataset_access = ,\n", SectionMongo, "dataset_access", nil},
-		{"dataset_access operator", head + "[mongodb]\ndataset_access = $where\n", SectionMongo, "dataset_access", []string{"$where"}},
-		{"events_collection is a source", head + "[mongodb]\nevents_collection = issues\n", SectionMongo, "events_collection", []string{"issueUpdate"}},
-		{"source: not a pair", head + "[mongodb]\nissueUpdate = issues\n", SectionMongo, "issueUpdate", []string{"name=value"}},
-		{"source: unknown name", head + "[mongodb]\nissueUpdate = coll=issues\n", SectionMongo, "issueUpdate", []string{"coll"}},
-		{"source: unknown operation", head + "[mongodb]\nissueUpdate = operations=insert,upsert\n", SectionMongo, "issueUpdate", []string{"upsert"}},
-		{"source: bad data", head + "[mongodb]\ndatasetUpdate = data=all\n", SectionMongo, "datasetUpdate", []string{"all"}},
-		{"source: fields without fields", head + "[mongodb]\ndatasetUpdate = data=fields\n", SectionMongo, "datasetUpdate", nil},
-		{"source: finished without value", head + "[mongodb]\nuploadFile = finished=status\n", SectionMongo, "uploadFile", []string{"FIELD:VALUE"}},
-		{"source: user on another type", head + "[mongodb]\nissueUpdate = user=owner\n", SectionMongo, "issueUpdate", []string{"notification"}},
-		{"source: delete with an id field", head + "[mongodb]\nuploadFile = operations=delete finished=x:y\n", SectionMongo, "uploadFile", []string{"delete"}},
-		{"source: delete with finished", head + "[mongodb]\ndownloadFile = operations=insert,delete\n", SectionMongo, "downloadFile", []string{"finished"}},
-		{"source: notification delete", head + "[mongodb]\nnotification = operations=delete\n", SectionMongo, "notification", []string{"delete"}},
-		{"source: bad collection", head + "[mongodb]\nissueUpdate = collection=system.x\n", SectionMongo, "issueUpdate", nil},
-		{"max_publish_bytes over 8MiB with MongoDB", head + "max_publish_bytes = 9MiB\n[mongodb]\nuri = mongodb://db/\n", SectionServer, "max_publish_bytes", []string{"8MiB"}},
 	}
 	for _, tc := range cases {
 		_, err := cfgParse(file, tc.text)
@@ -453,12 +431,12 @@ func TestConfigValues(t *testing.T) {
 	}
 
 	// Other sections are ignored, even with our key names and bad values.
-	c, err = cfgParse("c.ini", "; airlay\n[app]\nport = abc\nsecret = 1\n\n[webSocketEvents]\njwt_public_key = jwt.pem\nport = 9001\n\n[mongodb]\ndatabase = x\n\n[frontend]\nallowed_origins = ftp://x\nunknown_key = 1\n")
+	c, err = cfgParse("c.ini", "; airlay\n[app]\nport = abc\nsecret = 1\n\n[webSocketEvents]\njwt_public_key = jwt.pem\nport = 9001\n\n[mongodb]\nfoo = x\n\n[frontend]\nallowed_origins = ftp://x\nunknown_key = 1\n")
 	if err != nil {
 		t.Fatalf("other sections: %v", err)
 	}
-	if c.Port != 9001 || c.MongoDatabase != "x" || !c.AnyOrigin() {
-		t.Errorf("other sections changed the settings: port %d database %q origins %v", c.Port, c.MongoDatabase, c.AllowedOrigins)
+	if c.Port != 9001 || !c.AnyOrigin() || c.Mongo == nil || c.Mongo.Name() != SectionMongo {
+		t.Errorf("other sections changed the settings: port %d origins %v, or [mongodb] not handed over", c.Port, c.AllowedOrigins)
 	}
 
 	// Absent keys keep their defaults.
@@ -468,7 +446,9 @@ func TestConfigValues(t *testing.T) {
 	}
 	want := Defaults()
 	want.File, want.JWTPublicKey = "c.ini", "jwt.pem"
-	if !reflect.DeepEqual(*c, want) {
+	got := *c
+	got.Mongo, got.file = nil, nil
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *c, want)
 	}
 }
@@ -525,5 +505,139 @@ func TestConfigNewBadKey(t *testing.T) {
 	cfg.JWTPublicKey = writePublicKey(t, dir)
 	if _, err := New(&cfg, Options{}); err != nil {
 		t.Fatalf("New with an RSA public key: %v", err)
+	}
+}
+
+// Mistakes in the file that the ini library takes silently or reports
+// without a place: each is one line naming the file, the line and the
+// section (and the key when there is one).
+func TestConfigFileMistakes(t *testing.T) {
+	t.Parallel()
+	const file = "/etc/airlay/config.ini"
+	for _, tc := range []struct {
+		name, text, section, key string
+		says                     []string
+	}{
+		{"line without =", "[webSocketEvents]\njwt_public_key = jwt.pem\nport 8081\n", SectionServer, "", []string{":3:", "port 8081", "key = value"}},
+		{"line without = in mongodb", "[webSocketEvents]\njwt_public_key = jwt.pem\n[mongodb]\nuri\n", SectionMongo, "", []string{":4:", "uri"}},
+		{"line without = in another section", "[app]\nverbose\n[webSocketEvents]\njwt_public_key = jwt.pem\n", "app", "", []string{":2:", "verbose"}},
+		{"section in the wrong case", "[websocketEvents]\njwt_public_key = jwt.pem\n", "websocketEvents", "", []string{":1:", "case", "[webSocketEvents]"}},
+		{"mongodb in the wrong case", "[webSocketEvents]\njwt_public_key = jwt.pem\n[MongoDB]\nuri = mongodb://x/\n", "MongoDB", "", []string{":3:", "[mongodb]"}},
+		{"duplicate key", "[webSocketEvents]\njwt_public_key = jwt.pem\nport = 8081\naddress = 0.0.0.0\nport = 9000\n", SectionServer, "port", []string{":5:", "twice", "line 3"}},
+		{"duplicate key across repeated sections", "[webSocketEvents]\nport = 1\n[app]\nx = 1\n[webSocketEvents]\njwt_public_key = jwt.pem\nport = 2\n", SectionServer, "port", []string{"twice"}},
+		{"duplicate key in mongodb", "[webSocketEvents]\njwt_public_key = jwt.pem\n[mongodb]\nuri = a\nuri = b\n", SectionMongo, "uri", []string{"twice"}},
+		{"unknown key names its line", "[webSocketEvents]\njwt_public_key = jwt.pem\n\nprot = 1\n", SectionServer, "prot", []string{":4:", "unknown"}},
+		{"bad value names its line", "[webSocketEvents]\njwt_public_key = jwt.pem\nport = abc\n", SectionServer, "port", []string{":3:", "abc"}},
+	} {
+		_, err := cfgParse(file, tc.text)
+		cfgExpectError(t, tc.name, err, file, tc.section, tc.key, tc.says...)
+	}
+	// Keys of other programs' sections may repeat: not ours to judge.
+	if _, err := cfgParse(file, "[app]\nx = 1\nx = 2\n[webSocketEvents]\njwt_public_key = jwt.pem\n"); err != nil {
+		t.Errorf("a repeated key in another section: %v", err)
+	}
+	// A continuation line is not a line without "=".
+	if _, err := cfgParse(file, "[app]\nlist = a, \\\n  b\n[webSocketEvents]\njwt_public_key = jwt.pem\n"); err != nil {
+		t.Errorf("a continued value in another section: %v", err)
+	}
+}
+
+// Every key can be set from the environment, AIRLAY_<SECTION>_<KEY>, over
+// the file; an error in such a value names the variable; a variable with a
+// section's prefix that names no key is an error.
+func TestConfigEnvironment(t *testing.T) {
+	t.Parallel()
+	const file = "/etc/airlay/config.ini"
+	head := "[webSocketEvents]\njwt_public_key = jwt.pem\nport = 8081\n"
+	// Each key of the table, set only from the environment.
+	for _, k := range cfgKeys {
+		if k.section != SectionServer {
+			continue
+		}
+		text := head
+		if k.key == "jwt_public_key" || k.key == "port" {
+			text = "[webSocketEvents]\n"
+		}
+		env := []string{"AIRLAY_" + strings.ToUpper(k.section) + "_" + strings.ToUpper(k.key) + "=" + k.value}
+		if k.key == "port" {
+			env = append(env, "AIRLAY_WEBSOCKETEVENTS_JWT_PUBLIC_KEY=jwt.pem")
+		} else if k.key == "jwt_public_key" {
+			env = append(env, "AIRLAY_WEBSOCKETEVENTS_PORT=8081")
+		}
+		c, err := ParseConfigEnv(file, []byte(text), env)
+		if err != nil {
+			t.Errorf("%v: %v", env, err)
+			continue
+		}
+		if got := reflect.ValueOf(*c).FieldByName(k.field).Interface(); !reflect.DeepEqual(got, k.want) {
+			t.Errorf("%v: Config.%s = %#v, want %#v", env, k.field, got, k.want)
+		}
+		for _, st := range c.Settings() {
+			if st.Section == k.section && st.Key == k.key && (st.Origin != "environment" || st.Env != env[0][:strings.IndexByte(env[0], '=')]) {
+				t.Errorf("%v: origin %s %s", env, st.Origin, st.Env)
+			}
+		}
+	}
+	// The environment wins over the file; the file over the default.
+	c, err := ParseConfigEnv(file, []byte(head+"publish_token = from-file\nmax_subscriptions = 7\n"),
+		[]string{"AIRLAY_WEBSOCKETEVENTS_PUBLISH_TOKEN=from-env", "PATH=/bin", "AIRLAY_TOKEN=not-a-setting"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PublishToken != "from-env" || c.MaxSubscriptions != 7 {
+		t.Errorf("publish_token %q max_subscriptions %d", c.PublishToken, c.MaxSubscriptions)
+	}
+	origins := map[string]string{}
+	for _, st := range c.Settings() {
+		origins[st.Key] = string(st.Origin)
+		if st.Key == "publish_token" && st.Value() != "****" {
+			t.Errorf("publish_token shows as %q, want it masked", st.Value())
+		}
+		if st.Key == "port" && st.Line != 3 {
+			t.Errorf("port from line %d, want 3", st.Line)
+		}
+	}
+	if origins["publish_token"] != "environment" || origins["max_subscriptions"] != "file" || origins["max_connections"] != "default" {
+		t.Errorf("origins %v", origins)
+	}
+	// Errors name the variable.
+	for _, tc := range []struct {
+		env, key string
+		says     []string
+	}{
+		{"AIRLAY_WEBSOCKETEVENTS_PORT=abc", "port", []string{"AIRLAY_WEBSOCKETEVENTS_PORT", "abc"}},
+		{"AIRLAY_WEBSOCKETEVENTS_MAX_PUBLISH_BYTES=lots", "max_publish_bytes", []string{"AIRLAY_WEBSOCKETEVENTS_MAX_PUBLISH_BYTES"}},
+		{"AIRLAY_WEBSOCKETEVENTS_PROT=1", "", []string{"AIRLAY_WEBSOCKETEVENTS_PROT", "no key"}},
+		{"AIRLAY_WEBSOCKETEVENTS_JWT_PUBLIC_KEY=", "jwt_public_key", []string{"AIRLAY_WEBSOCKETEVENTS_JWT_PUBLIC_KEY", "required"}},
+	} {
+		_, err := ParseConfigEnv(file, []byte(head), []string{tc.env})
+		cfgExpectError(t, tc.env, err, file, SectionServer, tc.key, tc.says...)
+	}
+	// LoadConfig reads the process environment.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.ini")
+	if err := os.WriteFile(path, []byte(head), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := LoadConfig(path); err != nil || c.Port != 8081 {
+		t.Errorf("LoadConfig: %v", err)
+	}
+}
+
+// Sizes: KB, MB and GB are binary units, as documented; checkconfig shows
+// the bytes.
+func TestConfigSizeUnits(t *testing.T) {
+	t.Parallel()
+	c, err := cfgParse("c.ini", "[webSocketEvents]\njwt_public_key = jwt.pem\nmax_publish_bytes = 1MB\nmax_message_bytes = 8KB\nmax_file_bytes = 1GB\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxPublishBytes != 1<<20 || c.MaxMessageBytes != 8<<10 || c.MaxFileBytes != 1<<30 {
+		t.Errorf("1MB %d, 8KB %d, 1GB %d", c.MaxPublishBytes, c.MaxMessageBytes, c.MaxFileBytes)
+	}
+	for _, st := range c.Settings() {
+		if st.Key == "max_publish_bytes" && st.Value() != "1048576 (1MiB)" {
+			t.Errorf("max_publish_bytes shows as %q", st.Value())
+		}
 	}
 }

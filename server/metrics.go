@@ -26,6 +26,7 @@ type metrics struct {
 	slowConsumers    prometheus.Counter
 	latency          prometheus.Histogram
 	publishRequests  *prometheus.CounterVec
+	duplicates       prometheus.Counter // publishes answered as a repeated Idempotency-Key
 }
 
 func newMetrics(hub *events.Hub, verifier *auth.Verifier, extra []prometheus.Collector) *metrics {
@@ -58,6 +59,8 @@ func newMetrics(hub *events.Hub, verifier *auth.Verifier, extra []prometheus.Col
 	}
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "airlay_token_rsa_verifications_total", Help: "Token signatures checked (cache hits and tokens refused before their signature cost none)."},
 		func() float64 { return float64(verifier.RSAVerifications()) }))
+	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_publish_duplicates_total", Help: "POST /api/events answered 200 duplicate: an Idempotency-Key seen within idempotency_window; nothing published."})
+	f(m.duplicates)
 	for _, c := range extra {
 		f(c)
 	}

@@ -58,6 +58,8 @@ type Server struct {
 	ready    func() error
 	notReady atomic.Pointer[string] // the last reason /readyz gave, to log changes only
 
+	keys *keySet // Idempotency-Keys, when the broker does not keep them
+
 	files       *fileStore // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
 
@@ -108,6 +110,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	}
 	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
 	s.metrics = newMetrics(s.hub, s.verifier, opts.Collectors)
+	s.keys = newKeySet(cfg.IdempotencyWindow, cfg.IdempotencyKeys)
 	if err := s.openFiles(); err != nil {
 		return nil, err
 	}

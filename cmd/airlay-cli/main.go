@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -36,6 +37,10 @@ commands:
                             print a development access token (RS256)
   keygen DIR                write DIR/jwt.pem and DIR/jwt-private.pem (kept if both exist)
   config                    print the example config.ini with every key
+  checkconfig [--config PATH]
+                            validate the configuration; print every setting, secrets masked, and its origin
+  checktoken [--config PATH] (TOKEN | FILE | -)
+                            verify an access token against the configuration; say why it is refused
   listen --url ws://HOST:PORT/ws [--filter RE] [--count N] [--timeout D] [--reconnect] type[:id]...
                             print events as JSON lines (token: $AIRLAY_TOKEN or --token-file)
   publish --url http://HOST:PORT [--wait S] (EVENT_JSON | --file F)
@@ -121,6 +126,10 @@ func webSocket(args []string, stdout, stderr io.Writer) error {
 		return cmdListen(args[1:], stdout, stderr)
 	case cmd == "publish":
 		return cmdPublish(args[1:], stdout, stderr)
+	case cmd == "checkconfig":
+		return cmdCheckConfig(args[1:], stdout, stderr)
+	case cmd == "checktoken":
+		return cmdCheckToken(args[1:], stdout, stderr)
 	case cmd == "config":
 		if err := noArgs(newFlags("config", "", stdout), args[1:], stdout); err != nil {
 			return err
@@ -190,18 +199,24 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 	if err := noArgs(fs, args, stdout); err != nil {
 		return err
 	}
-	cfg, err := server.LoadConfig(*path)
+	cfg, mc, err := loadConfig(*path)
 	if err != nil {
 		return err
 	}
+	// Listen first: a port in use is one line, before any log line.
+	ln, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	log := newLogger(cfg, stderr)
 	opts := server.Options{Logger: log}
 	var mg *mongodb.Mongo
 	mode := func() {
 		log.Info("mode: without MongoDB (events only from POST /api/events; users and datasets are not checked)")
 	}
-	if cfg.MongoURI != "" {
-		if mg, mode, err = connectMongo(cfg, log); err != nil {
+	if mc.URI != "" {
+		if mg, mode, err = connectMongo(cfg, mc, log); err != nil {
 			return err
 		}
 		opts.Store, opts.Broker, opts.Ready, opts.Collectors = mg.Store, mg.Broker, mg.Ready, mg.Collectors()
@@ -228,7 +243,7 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		close(sourceDone)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.ListenAndServe() }()
+	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
 		stopSource()
@@ -256,6 +271,39 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// listen opens the configured address; an error names the key to change.
+func listen(cfg *server.Config) (net.Listener, error) {
+	addr := cfg.ListenAddr()
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	key, why := "port", err.Error()
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		why = "address already in use: another process listens there (stop it, or choose another port; 0 takes any free one)"
+	case errors.Is(err, syscall.EACCES):
+		why = "permission denied (ports below 1024 need privileges)"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		key, why = "address", "not an address of this machine"
+	}
+	return nil, &server.ConfigError{File: cfg.File, Section: server.SectionServer, Key: key, Err: fmt.Errorf("cannot listen on %s: %s", addr, why)}
+}
+
+// loadConfig reads the config file with the environment over it: the
+// server's section and the [mongodb] section, by their owners.
+func loadConfig(path string) (*server.Config, mongodb.Config, error) {
+	cfg, err := server.LoadConfig(path)
+	if err != nil {
+		return nil, mongodb.Config{}, err
+	}
+	mc, err := mongoConfig(cfg)
+	if err != nil {
+		return nil, mongodb.Config{}, err
+	}
+	return cfg, mc, nil
 }
 
 func newLogger(cfg *server.Config, w io.Writer) *slog.Logger {

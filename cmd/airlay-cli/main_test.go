@@ -841,11 +841,11 @@ func TestServerPortInUse(t *testing.T) {
 	copyFile(t, filepath.Join(sharedKeys(t), "jwt.pem"), filepath.Join(dir, "jwt.pem"))
 	path := writeConfig(t, dir, fmt.Sprintf("[webSocketEvents]\naddress = 127.0.0.1\nport = %d\njwt_public_key = jwt.pem\n", ln.Addr().(*net.TCPAddr).Port))
 	r := cli(t, "", "web_socket", "server", "--config", path)
-	if r.code == 0 {
-		t.Fatalf("want a non-zero exit; %v", r)
-	}
-	if !strings.Contains(r.stderr, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)) {
-		t.Errorf("stderr does not name the address; %v", r)
+	// One line naming the file, the key and the address, and nothing
+	// logged before it.
+	assertOneLine(t, r, path, "[webSocketEvents] port", ln.Addr().String(), "in use")
+	if strings.Contains(r.stderr, "level=") {
+		t.Errorf("log lines before the error; %v", r)
 	}
 }
 

@@ -2,13 +2,13 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 
-	"github.com/airlay/airlay/events"
 	"github.com/airlay/airlay/mongodb"
 	"github.com/airlay/airlay/server"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -20,15 +20,14 @@ import (
 // password).
 //
 // mode is the start-up log line that says so, for after server.New.
-func connectMongo(cfg *server.Config, log *slog.Logger) (mg *mongodb.Mongo, mode func(), err error) {
-	co := options.Client().ApplyURI(cfg.MongoURI).SetAppName("airlay")
+func connectMongo(cfg *server.Config, mc mongodb.Config, log *slog.Logger) (mg *mongodb.Mongo, mode func(), err error) {
+	co := options.Client().ApplyURI(mc.URI).SetAppName("airlay")
 	if err := co.Validate(); err != nil {
-		return nil, nil, &server.ConfigError{File: cfg.File, Section: server.SectionMongo, Key: "uri", Err: errors.New("not a MongoDB connection string (mongodb://host[:port]/...)")}
+		return nil, nil, mongoError(cfg, "uri", errors.New("not a MongoDB connection string (mongodb://host[:port]/...)"))
 	}
-	mc := mongoConfig(cfg)
 	mg, err = mongodb.Connect(mc, log, co)
 	if err != nil {
-		return nil, nil, &server.ConfigError{File: cfg.File, Section: server.SectionMongo, Err: err}
+		return nil, nil, &server.ConfigError{File: cfg.File, Section: mongodb.Section, Err: err}
 	}
 	var sources []string
 	for _, m := range mc.Sources {
@@ -41,38 +40,41 @@ func connectMongo(cfg *server.Config, log *slog.Logger) (mg *mongodb.Mongo, mode
 	return mg, mode, nil
 }
 
-// mongoConfig translates the [mongodb] settings.
-func mongoConfig(cfg *server.Config) mongodb.Config {
-	mc := mongodb.Config{
-		Database:      cfg.MongoDatabase,
-		Instance:      cfg.MongoInstance,
-		Users:         cfg.MongoUsers,
-		Datasets:      cfg.MongoDatasets,
-		DatasetAccess: cfg.MongoDatasetAccess,
-		CacheTTL:      cfg.MongoCacheTTL,
-		CacheSize:     cfg.MongoCacheSize,
-		QueryTimeout:  cfg.MongoQueryTimeout,
-		Events:        cfg.MongoEvents,
-		EventsTTL:     cfg.MongoEventsTTL,
-		Resume:        cfg.MongoResume,
+// mongoConfig reads the [mongodb] section (package mongodb owns its keys)
+// and checks what spans both sections. The default instance name is
+// hostname:port.
+func mongoConfig(cfg *server.Config) (mongodb.Config, error) {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "airlay"
 	}
-	if mc.Instance == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			host = "airlay"
-		}
-		mc.Instance = net.JoinHostPort(host, strconv.Itoa(cfg.Port))
+	instance := net.JoinHostPort(host, strconv.Itoa(cfg.Port))
+	if cfg.Mongo == nil { // a Config made in Go, not read from a file
+		return mongodb.Config{Instance: instance, IdempotencyWindow: cfg.IdempotencyWindow}, nil
 	}
-	srcs := cfg.MongoSources()
-	for _, t := range events.Types {
-		s, ok := srcs[t]
-		if !ok {
-			continue
-		}
-		mc.Sources = append(mc.Sources, mongodb.Mapping{
-			Type: t, Collection: s.Collection, Operations: s.Operations, IDField: s.IDField, UserField: s.UserField,
-			FinishedField: s.FinishedField, FinishedValue: s.FinishedValue, Data: s.Data, DataFields: s.DataFields,
-		})
+	mc, err := mongodb.ReadConfig(cfg.Mongo, instance)
+	if err != nil {
+		return mongodb.Config{}, err
 	}
-	return mc
+	mc.IdempotencyWindow = cfg.IdempotencyWindow
+	if mc.URI == "" {
+		return mc, nil
+	}
+	if cfg.MaxPublishBytes > mongodb.MaxPublishBytes {
+		return mongodb.Config{}, &server.ConfigError{File: cfg.File, Section: server.SectionServer, Key: "max_publish_bytes",
+			Err: fmt.Errorf("at most %d bytes (8MiB) with MongoDB: one publish is one document, and a document holds at most 16MiB", int64(mongodb.MaxPublishBytes))}
+	}
+	if mc.EventsTTL < cfg.IdempotencyWindow {
+		return mongodb.Config{}, cfg.Mongo.Errorf("events_ttl", "%v is shorter than [%s] idempotency_window (%v): a published event (and its Idempotency-Key) must stay at least as long as the key is remembered",
+			mc.EventsTTL, server.SectionServer, cfg.IdempotencyWindow)
+	}
+	return mc, nil
+}
+
+// mongoError is a config error naming a key of [mongodb].
+func mongoError(cfg *server.Config, key string, err error) error {
+	if cfg.Mongo != nil {
+		return cfg.Mongo.Error(key, err)
+	}
+	return &server.ConfigError{File: cfg.File, Section: mongodb.Section, Key: key, Err: err}
 }

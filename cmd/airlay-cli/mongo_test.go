@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -102,11 +103,16 @@ func TestServerMongoBadURI(t *testing.T) {
 }
 
 // TestMongoConfigDefaults: the defaults of config.ini reach the mongodb
-// package as documented.
+// package as documented, and what spans both sections is checked.
 func TestMongoConfigDefaults(t *testing.T) {
-	cfg := server.Defaults()
-	cfg.Port = 8081
-	mc := mongoConfig(&cfg)
+	cfg, err := server.ParseConfig("c.ini", []byte("[webSocketEvents]\njwt_public_key = jwt.pem\nport = 8081\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := mongoConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if host, _ := os.Hostname(); mc.Instance != host+":8081" {
 		t.Errorf("instance %q, want hostname:port", mc.Instance)
 	}
@@ -129,5 +135,32 @@ func TestMongoConfigDefaults(t *testing.T) {
 	if mc.Users != "users" || mc.Datasets != "datasets" || strings.Join(mc.DatasetAccess, ",") != "owner,members" || mc.Events != "airlay_events" || mc.Resume != "airlay_resume_tokens" {
 		t.Errorf("collections %+v", mc)
 	}
+	if mc.IdempotencyWindow != 10*time.Minute {
+		t.Errorf("idempotency window %v", mc.IdempotencyWindow)
+	}
 	var _ mongodb.Config = mc
+
+	// Checks across the two sections, with uri set.
+	for _, tc := range []struct{ text, section, key string }{
+		{"[webSocketEvents]\njwt_public_key = jwt.pem\nmax_publish_bytes = 9MiB\n[mongodb]\nuri = mongodb://db/\n", server.SectionServer, "max_publish_bytes"},
+		{"[webSocketEvents]\njwt_public_key = jwt.pem\nidempotency_window = 2h\n[mongodb]\nuri = mongodb://db/\n", server.SectionMongo, "events_ttl"},
+	} {
+		cfg, err := server.ParseConfig("c.ini", []byte(tc.text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = mongoConfig(cfg)
+		var ce *server.ConfigError
+		if !errors.As(err, &ce) || ce.Section != tc.section || ce.Key != tc.key || strings.ContainsAny(err.Error(), "\n") {
+			t.Errorf("%q: %v, want an error naming [%s] %s", tc.text, err, tc.section, tc.key)
+		}
+	}
+	// Without uri the limits of MongoDB do not apply.
+	cfg, err = server.ParseConfig("c.ini", []byte("[webSocketEvents]\njwt_public_key = jwt.pem\nmax_publish_bytes = 9MiB\nidempotency_window = 2h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mongoConfig(cfg); err != nil {
+		t.Errorf("without uri: %v", err)
+	}
 }
