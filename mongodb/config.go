@@ -76,7 +76,9 @@ type Config struct {
 	MaxAwait     time.Duration // longest a getMore waits for changes [1s]
 	RetryMin     time.Duration // first wait before reopening a failed stream [100ms]
 	RetryMax     time.Duration // longest wait between reopenings [10s]
-	SaveInterval time.Duration // least time between two saves of the resume token [1s]
+	SaveInterval time.Duration // least time between two saves of the resume token after changes [1s]
+	TokenRefresh time.Duration // save the stream's position at least this often when it moved without changes [5m]
+	PoisonTries  int           // failed reads of one too-large event before it is skipped [3]
 	PendingMax   int           // publishes waiting (?wait) for their change event [10000]
 	PendingTTL   time.Duration // how long a waiting publish is remembered [70s]
 }
@@ -94,6 +96,10 @@ func (c *Config) setDefaults() {
 	def(&c.PendingTTL, 70*time.Second)
 	def(&c.QueryTimeout, 3*time.Second)
 	def(&c.EventsTTL, time.Hour)
+	def(&c.TokenRefresh, 5*time.Minute)
+	if c.PoisonTries <= 0 {
+		c.PoisonTries = 3
+	}
 	if c.PendingMax <= 0 {
 		c.PendingMax = 10000
 	}

@@ -42,8 +42,11 @@ func TestPipelineAndOptions(t *testing.T) {
 		t.Errorf("$db %q", db)
 	}
 	cs := cmd.Lookup("pipeline", "0", "$changeStream").Document()
-	if got, want := extJSON(t, cs), `{"fullDocument":"updateLookup"}`; got != want {
-		t.Errorf("$changeStream %s, want %s (uploads and exports read the document of updates; no token on a first start)", got, want)
+	if got, want := extJSON(t, cs), `{}`; got != want {
+		t.Errorf("$changeStream %s, want %s (no updateLookup: the source looks up the documents it needs; no token on a first start)", got, want)
+	}
+	if got := extJSON(t, cmd.Lookup("pipeline", "3").Document()); got != `{"$changeStreamSplitLargeEvent":{}}` {
+		t.Errorf("last stage %s, want $changeStreamSplitLargeEvent", got)
 	}
 	match := cmd.Lookup("pipeline", "1", "$match")
 	wantMatch := `{"$or":[` +
@@ -71,7 +74,8 @@ func TestPipelineAndOptions(t *testing.T) {
 		t.Errorf("getMore maxTimeMS %d, want 20 (MaxAwait)", ms)
 	}
 
-	// Without a mapping that reads the document of updates, no updateLookup.
+	// With only a mapping that reads no document, fullDocument is kept
+	// for the events collection only.
 	f2 := newFakeMongo(t)
 	cfg := testConfig()
 	cfg.Sources = cfg.Sources[:1] // issueUpdate only
@@ -79,7 +83,7 @@ func TestPipelineAndOptions(t *testing.T) {
 	e2.waitReady()
 	cs2 := f2.commands("aggregate")[0].Doc.Lookup("pipeline", "0", "$changeStream").Document()
 	if got := extJSON(t, cs2); got != `{}` {
-		t.Errorf("issueUpdate only: $changeStream %s, want {} (no fullDocument)", got)
+		t.Errorf("issueUpdate only: $changeStream %s, want {}", got)
 	}
 	keep2 := f2.commands("aggregate")[0].Doc.Lookup("pipeline", "2", "$addFields", "fullDocument", "$cond", "if", "$in", "1")
 	if got := extJSON(t, bson.D{{Key: "keep", Value: keep2}}); got != `{"keep":["airlay_events"]}` {
@@ -120,8 +124,8 @@ func TestMapping(t *testing.T) {
 		{"upload finished by update: id is its dataset", chUpdate("uploads", upload1, bson.D{{Key: "status", Value: "finished"}}, nil,
 			bson.D{{Key: "_id", Value: upload1}, {Key: "dataset", Value: dataset2.Hex()}, {Key: "status", Value: "finished"}, {Key: "name", Value: "b.csv"}}),
 			[]string{frame("uploadFile", dataset2, `[{"_id":"`+upload1.Hex()+`","name":"b.csv"}]`)}},
-		{"upload finished but no dataset: none", chUpdate("uploads", upload1, bson.D{{Key: "status", Value: "finished"}}, nil,
-			bson.D{{Key: "_id", Value: upload1}, {Key: "status", Value: "finished"}}), nil},
+		{"upload finished but no dataset: none", chUpdate("uploads", upload2, bson.D{{Key: "status", Value: "finished"}}, nil,
+			bson.D{{Key: "_id", Value: upload2}, {Key: "status", Value: "finished"}}), nil},
 		{"upload deleted: none", chDelete("uploads", upload1), nil},
 		{"export finished: what the frontend fetches", chUpdate("exports", export1, bson.D{{Key: "status", Value: "finished"}, {Key: "url", Value: "/files/k/r.xlsx"}}, nil,
 			bson.D{{Key: "_id", Value: export1}, {Key: "user", Value: userA}, {Key: "status", Value: "finished"}, {Key: "url", Value: "/files/k/r.xlsx"}, {Key: "name", Value: "r.xlsx"}}),
@@ -143,6 +147,20 @@ func TestMapping(t *testing.T) {
 	}
 	f := newFakeMongo(t)
 	f.batch = 3
+	// The documents that the updates of uploads and exports look up: the
+	// last argument of those chUpdate steps, as the collections hold them
+	// when the stream reads the changes.
+	for _, s := range steps {
+		if coll, _ := mustRaw(s.change).Lookup("ns", "coll").StringValueOK(); (coll == "uploads" || coll == "exports") && len(s.want) > 0 || strings.Contains(s.name, "no dataset") {
+			if after, ok := mustRaw(s.change).Lookup("fullDocument").DocumentOK(); ok {
+				if op, _ := mustRaw(s.change).Lookup("operationType").StringValueOK(); op == "update" {
+					var d bson.D
+					_ = bson.Unmarshal(after, &d)
+					f.insertDocs(coll, d)
+				}
+			}
+		}
+	}
 	e := startSource(t, f, testConfig())
 	rec := newRecorder()
 	rec.subscribe(e.hub)
