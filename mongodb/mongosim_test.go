@@ -236,3 +236,18 @@ func (p *simProc) stats() simStats {
 // writes counts the oplog entries of ns ("db.coll") for operation op (i,
 // u, r, d).
 func (s simStats) writes(ns, op string) int64 { return s.Writes[ns+" "+op] }
+
+// exec runs a command (extended JSON) in database db, as a client of the
+// simulator would, without faults.
+func (p *simProc) exec(db, cmd string) {
+	p.t.Helper()
+	resp, err := http.Post(p.control+"/command?db="+db, "application/json", strings.NewReader(cmd))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"ok":{"$numberDouble":"1.0"}`) && !strings.Contains(string(body), `"ok":1`) {
+		p.t.Fatalf("mongosim command %.200s: %d %s", cmd, resp.StatusCode, body)
+	}
+}
