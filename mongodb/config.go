@@ -214,8 +214,7 @@ func (m *Mapping) needsDocument() bool {
 }
 
 // needsLookup reports whether m needs the current document of an update
-// (fullDocument: updateLookup); its finished condition reads the update
-// itself.
+// (Source.lookup reads it); its finished condition reads the update itself.
 func (m *Mapping) needsLookup() bool {
 	return m.has(OpUpdate) && (m.IDField != "_id" || m.UserField != "" || m.Data == DataDocument || m.Data == DataFields)
 }
