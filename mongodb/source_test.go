@@ -1,6 +1,7 @@
 package mongodb
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -208,3 +209,38 @@ func contains(list []string, s string) bool {
 
 var _ = errors.New
 var _ = events.IssueUpdate
+
+// TestFragments: the fragments of a split event make the event again, with
+// the last fragment's token; a fragment out of sequence is an error, not a
+// wrong event.
+func TestFragments(t *testing.T) {
+	frag := func(n, of int32, fields ...bson.E) bson.Raw {
+		d := bson.D{{Key: "_id", Value: fakeToken(int(n))}, {Key: "splitEvent", Value: bson.D{{Key: "fragment", Value: n}, {Key: "of", Value: of}}}}
+		return mustRaw(append(d, fields...))
+	}
+	var f fragments
+	whole := mustRaw(bson.D{{Key: "_id", Value: fakeToken(9)}, {Key: "operationType", Value: "insert"}})
+	if got, done, err := f.add(whole); !done || err != nil || !bytes.Equal(got, whole) {
+		t.Fatalf("an event that is not split: %v %v", done, err)
+	}
+	if _, done, err := f.add(frag(1, 2, bson.E{Key: "operationType", Value: "update"}, bson.E{Key: "ns", Value: bson.D{{Key: "coll", Value: "issues"}}})); done || err != nil {
+		t.Fatalf("fragment 1 of 2: done %v, err %v", done, err)
+	}
+	got, done, err := f.add(frag(2, 2, bson.E{Key: "updateDescription", Value: bson.D{{Key: "updatedFields", Value: bson.D{{Key: "a", Value: 1}}}}}))
+	if !done || err != nil {
+		t.Fatalf("fragment 2 of 2: done %v, err %v", done, err)
+	}
+	if want := `{"_id":{"_data":"8200000000000002"},"operationType":"update","ns":{"coll":"issues"},"updateDescription":{"updatedFields":{"a":1}}}`; extJSON(t, got) != want {
+		t.Errorf("reassembled\n%s\nwant\n%s", extJSON(t, got), want)
+	}
+	if _, _, err := f.add(frag(2, 3)); err == nil {
+		t.Error("fragment 2 without fragment 1: no error")
+	}
+	_, _, _ = f.add(frag(1, 3))
+	if _, _, err := f.add(whole); err == nil {
+		t.Error("an event in the middle of a split one: no error")
+	}
+	if f.pending() {
+		t.Error("still pending after an error")
+	}
+}
