@@ -96,10 +96,6 @@ func (c *Config) setDefaults() {
 	def(&c.PendingTTL, 70*time.Second)
 	def(&c.QueryTimeout, 3*time.Second)
 	def(&c.EventsTTL, time.Hour)
-	def(&c.TokenRefresh, 5*time.Minute)
-	if c.PoisonTries <= 0 {
-		c.PoisonTries = 3
-	}
 	if c.PendingMax <= 0 {
 		c.PendingMax = 10000
 	}

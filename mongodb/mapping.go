@@ -311,9 +311,10 @@ func strconvDecimal(d primitive.Decimal128) (float64, error) {
 
 // match builds the $match of the change stream: the configured sources
 // and the events collection, nothing else (not the resume-token collection:
-// its writes never reach the client, see Source.maybeSave). No condition
-// reads fullDocument of an update, so that the server can apply the whole
-// filter to the oplog before building an event.
+// its writes never reach the client, see Source.maybeSave). Its conditions
+// read what the oplog entry holds (fullDocument only of inserts and
+// replaces), so that the server can apply the filter to the oplog before
+// it builds an event.
 //
 // A finished field with a dot (job.status) may come back in updatedFields
 // as the key "job.status" (the update set that path), which no $match path

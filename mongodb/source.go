@@ -72,6 +72,12 @@ func newSource(db *mongo.Database, cfg *Config, m *metrics, b *Broker, log *slog
 		mp := &cfg.Sources[i]
 		s.rules[mp.Collection] = append(s.rules[mp.Collection], rule{Mapping: mp, finished: mp.finishedValue()})
 	}
+	if cfg.TokenRefresh <= 0 {
+		cfg.TokenRefresh = 5 * time.Minute
+	}
+	if cfg.PoisonTries <= 0 {
+		cfg.PoisonTries = 3
+	}
 	s.split.Store(true)
 	s.setDown(ErrNotStarted)
 	return s
