@@ -9,7 +9,6 @@ package mongodb
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,13 +190,4 @@ func (s *liveSource) metric(name string, labels ...string) float64 {
 		}
 	}
 	return 0
-}
-
-// quiet checks that r gets nothing more for d.
-func quietFor(t *testing.T, r *recorder, n int, d time.Duration) {
-	t.Helper()
-	time.Sleep(d)
-	if got := r.got(); len(got) != n {
-		t.Fatalf("%d frames, want %d:\n%s", len(got), n, strings.Join(got, "\n"))
-	}
 }
