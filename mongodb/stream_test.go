@@ -488,3 +488,63 @@ func processCPU() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// --- the default sources, with changes made by writes ---
+
+// defaultSources: every default source with the changes a backend makes,
+// as the server reports them; and what MongoDB does not report: setting
+// status: "finished" again (item 4 of issue 16) makes no change event, so
+// no event.
+func defaultSources(t *testing.T, l *live) {
+	ctx := context.Background()
+	rec := newRecorder()
+	l.start(l.config("sources"), rec)
+	do := func(_ any, err error) {
+		t.Helper()
+		l.must(err)
+	}
+	set := func(coll string, id any, d bson.D) {
+		t.Helper()
+		do(l.coll(coll).UpdateByID(ctx, id, bson.D{{Key: "$set", Value: d}}))
+	}
+	do(l.coll("issues").InsertOne(ctx, bson.D{{Key: "_id", Value: issue1}, {Key: "title", Value: "t"}, {Key: "meta", Value: bson.D{{Key: "editor", Value: "a"}}}, {Key: "x", Value: 1}}))
+	do(l.coll("issues").UpdateByID(ctx, issue1, bson.D{{Key: "$set", Value: bson.D{{Key: "title", Value: "u"}}}, {Key: "$unset", Value: bson.D{{Key: "x", Value: ""}}}}))
+	set("issues", issue1, bson.D{{Key: "meta.editor", Value: "b"}}) // the key "meta.editor": the field meta
+	set("issues", issue1, bson.D{{Key: "title", Value: "u"}}) // unchanged: no change event
+	do(l.coll("issues").ReplaceOne(ctx, bson.D{{Key: "_id", Value: issue1}}, bson.D{{Key: "title", Value: "r"}}))
+	do(l.coll("issues").DeleteOne(ctx, bson.D{{Key: "_id", Value: issue1}}))
+	do(l.coll("datasets").InsertOne(ctx, bson.D{{Key: "_id", Value: dataset1}, {Key: "owner", Value: userA}}))
+	do(l.coll("datasets").UpdateByID(ctx, dataset1, bson.D{{Key: "$push", Value: bson.D{{Key: "members", Value: userB}}}}))
+	do(l.coll("uploads").InsertOne(ctx, bson.D{{Key: "_id", Value: upload1}, {Key: "dataset", Value: dataset1}, {Key: "name", Value: "a.csv"}, {Key: "status", Value: "running"}}))
+	set("uploads", upload1, bson.D{{Key: "progress", Value: 50}})
+	set("uploads", upload1, bson.D{{Key: "status", Value: "finished"}})
+	set("uploads", upload1, bson.D{{Key: "status", Value: "finished"}}) // again: MongoDB reports no change
+	do(l.coll("uploads").InsertOne(ctx, bson.D{{Key: "_id", Value: upload2}, {Key: "dataset", Value: dataset2}, {Key: "name", Value: "b.csv"}, {Key: "status", Value: "finished"}}))
+	do(l.coll("exports").InsertOne(ctx, bson.D{{Key: "_id", Value: export1}, {Key: "user", Value: userA}, {Key: "status", Value: "queued"}}))
+	set("exports", export1, bson.D{{Key: "status", Value: "finished"}, {Key: "url", Value: "/files/k/r.xlsx"}, {Key: "name", Value: "r.xlsx"}})
+	do(l.coll("notifications").InsertOne(ctx, bson.D{{Key: "_id", Value: notif1}, {Key: "user", Value: userB}, {Key: "text", Value: "hi"}}))
+	want := []string{
+		frame("issueUpdate", issue1, `[]`),
+		frame("issueUpdate", issue1, `["title","x"]`),
+		frame("issueUpdate", issue1, `["meta"]`),
+		frame("issueUpdate", issue1, `[]`),
+		frame("issueUpdate", issue1, `[]`),
+		frame("datasetUpdate", dataset1, `[]`),
+		frame("datasetUpdate", dataset1, `["members"]`),
+		uploadFrame(dataset1, upload1, "a.csv"),
+		uploadFrame(dataset2, upload2, "b.csv"),
+		frame("downloadFile", export1, `[{"url":"/files/k/r.xlsx","name":"r.xlsx"}]`),
+		frame("notification", notif1, `[{"_id":"`+notif1.Hex()+`","user":"`+userB.Hex()+`","text":"hi"}]`),
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.got()) < len(want) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := rec.got(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("frames\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestStreamDefaultSources(t *testing.T)      { defaultSources(t, simLive(t)) }
+func TestIntegrationDefaultSources(t *testing.T) { defaultSources(t, realLive(t)) }
