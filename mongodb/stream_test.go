@@ -510,7 +510,7 @@ func defaultSources(t *testing.T, l *live) {
 	do(l.coll("issues").InsertOne(ctx, bson.D{{Key: "_id", Value: issue1}, {Key: "title", Value: "t"}, {Key: "meta", Value: bson.D{{Key: "editor", Value: "a"}}}, {Key: "x", Value: 1}}))
 	do(l.coll("issues").UpdateByID(ctx, issue1, bson.D{{Key: "$set", Value: bson.D{{Key: "title", Value: "u"}}}, {Key: "$unset", Value: bson.D{{Key: "x", Value: ""}}}}))
 	set("issues", issue1, bson.D{{Key: "meta.editor", Value: "b"}}) // the key "meta.editor": the field meta
-	set("issues", issue1, bson.D{{Key: "title", Value: "u"}}) // unchanged: no change event
+	set("issues", issue1, bson.D{{Key: "title", Value: "u"}})       // unchanged: no change event
 	do(l.coll("issues").ReplaceOne(ctx, bson.D{{Key: "_id", Value: issue1}}, bson.D{{Key: "title", Value: "r"}}))
 	do(l.coll("issues").DeleteOne(ctx, bson.D{{Key: "_id", Value: issue1}}))
 	do(l.coll("datasets").InsertOne(ctx, bson.D{{Key: "_id", Value: dataset1}, {Key: "owner", Value: userA}}))
