@@ -93,7 +93,9 @@ type Config struct {
 	MaxAwait     time.Duration // longest a getMore waits for changes [1s]
 	RetryMin     time.Duration // first wait before reopening a failed stream [100ms]
 	RetryMax     time.Duration // longest wait between reopenings [10s]
-	SaveInterval time.Duration // least time between two saves of the resume token [1s]
+	SaveInterval time.Duration // least time between two saves of the resume token after changes [1s]
+	TokenRefresh time.Duration // save the stream's position at least this often when it moved without changes [5m]
+	PoisonTries  int           // failed reads of one too-large event before it is skipped [3]
 	PendingMax   int           // publishes waiting (?wait) for their change event [10000]
 	PendingTTL   time.Duration // how long a waiting publish is remembered [70s]
 }
@@ -271,8 +273,7 @@ func (m *Mapping) needsDocument() bool {
 }
 
 // needsLookup reports whether m needs the current document of an update
-// (fullDocument: updateLookup); its finished condition reads the update
-// itself.
+// (Source.lookup reads it); its finished condition reads the update itself.
 func (m *Mapping) needsLookup() bool {
 	return m.has(OpUpdate) && (m.IDField != "_id" || m.UserField != "" || m.Data == DataDocument || m.Data == DataFields)
 }

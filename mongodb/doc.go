@@ -5,7 +5,11 @@
 //
 // One change stream per instance watches the whole database, filtered on the
 // server to the configured collections and operations. Its resume token is
-// saved in a small collection (one document per instance name), so that a
-// restarted instance continues where it stopped; a resumable error is
-// retried with backoff and resumed after the last delivered change.
+// saved in a small collection (one document per instance name) after
+// changes and every few minutes, never because of the saves themselves, so
+// that a restarted instance continues where it stopped; a resumable error
+// is retried with backoff and resumed after the last delivered change. An
+// event over 16 MB is split by the server and reassembled, or skipped and
+// counted where the server cannot split it. Documents of updates are looked
+// up by the source, only where a mapping reads them.
 package mongodb

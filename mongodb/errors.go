@@ -17,9 +17,26 @@ var (
 
 // MongoDB error codes the package acts on.
 const (
-	codeChangeStreamFatal       = 280 // the stream cannot resume from its token (older servers: history lost)
-	codeChangeStreamHistoryLost = 286 // the token is older than the oplog
+	codeChangeStreamFatal       = 280     // the stream cannot resume from its token (older servers: history lost)
+	codeChangeStreamHistoryLost = 286     // the token is older than the oplog
+	codeTooLarge                = 10334   // BSONObjectTooLarge: a change event over 16 MB
+	codeSplitFailed             = 7182500 // $changeStreamSplitLargeEvent: one field of the event is over 16 MB
+	codeUnrecognizedStage       = 40324   // the server does not know a stage ($changeStreamSplitLargeEvent before 6.0.9)
 )
+
+// hasCode reports whether err is a server error with one of the codes.
+func hasCode(err error, codes ...int) bool {
+	var se mongo.ServerError
+	if !errors.As(err, &se) {
+		return false
+	}
+	for _, c := range codes {
+		if se.HasErrorCode(c) {
+			return true
+		}
+	}
+	return false
+}
 
 // historyLost reports whether err says the change stream cannot resume from
 // its token: the oplog no longer holds it.

@@ -333,13 +333,13 @@ func TestIntegrationTTLIndex(t *testing.T) {
 }
 
 // mongosimControl returns the HTTP control endpoint of mongosim
-// (AIRLAY_TEST_MONGOSIM_CONTROL, set by .ci/integration-mongodb), or skips:
+// (AIRLAY_TEST_MONGOSIM_CONTROL, set by .ci/run), or skips:
 // a real replica set has no fault that applies a write and loses its reply.
 func mongosimControl(t *testing.T) string {
 	t.Helper()
 	c := os.Getenv("AIRLAY_TEST_MONGOSIM_CONTROL")
 	if c == "" {
-		t.Skip("AIRLAY_TEST_MONGOSIM_CONTROL is not set: this test needs mongosim's close_after fault (.ci/integration-mongodb sets it)")
+		t.Skip("AIRLAY_TEST_MONGOSIM_CONTROL is not set: this test needs mongosim's close_after fault (.ci/run sets it)")
 	}
 	return c
 }

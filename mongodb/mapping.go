@@ -73,23 +73,52 @@ func lookupPath(doc bson.Raw, path string) (bson.RawValue, bool) {
 	return v, err == nil
 }
 
-// updatedValue finds field among an update's updatedFields: as a key of its
-// own ("a.b" when the update set a.b) or as a path.
+// updatedValue finds field among an update's updatedFields in every shape
+// MongoDB reports it: for field a.b.c, the key "a.b.c" (the update set that
+// path and a.b existed), "a.b" holding {c: ...} or "a" holding {b: {c: ...}}
+// (the update set or created a subdocument).
 func updatedValue(updated bson.Raw, field string) (bson.RawValue, bool) {
 	if updated == nil {
 		return bson.RawValue{}, false
 	}
-	if v, err := updated.LookupErr(field); err == nil {
-		return v, true
+	parts := strings.Split(field, ".")
+	for i := len(parts); i >= 1; i-- {
+		v, err := updated.LookupErr(strings.Join(parts[:i], "."))
+		if err != nil {
+			continue
+		}
+		if i == len(parts) {
+			return v, true
+		}
+		if d, ok := v.DocumentOK(); ok {
+			if v, err := d.LookupErr(parts[i:]...); err == nil {
+				return v, true
+			}
+		}
 	}
-	return lookupPath(updated, field)
+	return bson.RawValue{}, false
 }
 
-// event maps c to an event of m; ok is false when c makes none, and why
-// says so (for debug logs).
-func (m *Mapping) event(c *change, finished any) (ev events.Event, ok bool, why string) {
+// Reasons a change makes no event (the label of
+// airlay_mongodb_changes_without_event_total).
+const (
+	whyNotSelected  = "not_selected"  // the mapping does not select this operation
+	whyNotFinished  = "not_finished"  // the finished field is not set to its value
+	whyBadID        = "bad_id"        // the id field is missing or not an ObjectId
+	whyBadUser      = "bad_user"      // the user field is missing or not an ObjectId
+	whyDocumentGone = "document_gone" // the document was deleted before its lookup
+	whyNotPublish   = "not_a_publish" // a document of the events collection that breaks the rules
+	whyUndecodable  = "undecodable"   // a change event without the fields of one
+	whyTooLarge     = "too_large"     // a change event over 16 MB that could not be read, skipped
+)
+
+var noEventReasons = []string{whyNotSelected, whyNotFinished, whyBadID, whyBadUser, whyDocumentGone, whyNotPublish, whyUndecodable, whyTooLarge}
+
+// selects reports whether c passes m's operations and finished condition
+// (the parts that do not read the current document of an update).
+func (m *Mapping) selects(c *change, finished any) (ok bool, why string) {
 	if !m.has(c.op) {
-		return ev, false, "operation not selected"
+		return false, whyNotSelected
 	}
 	if m.FinishedField != "" {
 		var v bson.RawValue
@@ -100,14 +129,29 @@ func (m *Mapping) event(c *change, finished any) (ev events.Event, ok bool, why 
 			v, found = lookupPath(c.doc, m.FinishedField)
 		}
 		if !found || !sameValue(v, finished) {
-			return ev, false, "not finished"
+			return false, whyNotFinished
 		}
 	}
+	return true, ""
+}
+
+// event maps c to an event of m; ok is false when c makes none, and why
+// says why (one of the reasons above). For an update, c.doc is the
+// document looked up when m needs it.
+func (m *Mapping) event(c *change, finished any) (ev events.Event, ok bool, why string) {
+	if ok, why := m.selects(c, finished); !ok {
+		return ev, false, why
+	}
+	return m.build(c)
+}
+
+// build makes the event of a change that m selects.
+func (m *Mapping) build(c *change) (ev events.Event, ok bool, why string) {
 	ev.Type = m.Type
 	if m.IDField == "_id" && !m.Type.PerUser() {
 		id, ok := objectIDHex(c.key)
 		if !ok {
-			return ev, false, "_id is not an ObjectId"
+			return ev, false, whyBadID
 		}
 		ev.ID = id
 	} else if m.Type.PerUser() {
@@ -120,7 +164,7 @@ func (m *Mapping) event(c *change, finished any) (ev events.Event, ok bool, why 
 		v, found := lookupPath(c.doc, m.IDField)
 		id, ok := objectIDHex(v)
 		if !found || !ok {
-			return ev, false, m.IDField + " is missing or not an ObjectId"
+			return ev, false, whyBadID
 		}
 		ev.ID = id
 	}
@@ -128,7 +172,7 @@ func (m *Mapping) event(c *change, finished any) (ev events.Event, ok bool, why 
 		v, found := lookupPath(c.doc, m.UserField)
 		user, ok := objectIDHex(v)
 		if !found || !ok {
-			return ev, false, m.UserField + " is missing or not an ObjectId"
+			return ev, false, whyBadUser
 		}
 		ev.User = user
 	}
@@ -265,22 +309,23 @@ func strconvDecimal(d primitive.Decimal128) (float64, error) {
 	return f, err
 }
 
-// pipeline builds the change stream pipeline: one $match for every source
-// and the events collection, then a stage that keeps fullDocument only for
-// the collections whose mappings read it. lookup reports whether some
-// mapping needs the current document of updates (fullDocument:
-// updateLookup).
-func pipeline(cfg *Config) (p bson.A, lookup bool) {
+// match builds the $match of the change stream: the configured sources
+// and the events collection, nothing else (not the resume-token collection:
+// its writes never reach the client, see Source.maybeSave). Its conditions
+// read what the oplog entry holds (fullDocument only of inserts and
+// replaces), so that the server can apply the filter to the oplog before
+// it builds an event.
+//
+// A finished field with a dot (job.status) may come back in updatedFields
+// as the key "job.status" (the update set that path), which no $match path
+// reaches, or as job: {status: ...} (the update set the subdocument): the
+// first shape is matched with $expr over $objectToArray (MongoDB 3.4.4+); the
+// server then cannot narrow that branch in the oplog beyond the collection
+// and the operation, and Mapping.selects decides.
+func match(cfg *Config) bson.D {
 	var or bson.A
-	keep := []string{cfg.Events}
 	for i := range cfg.Sources {
 		m := &cfg.Sources[i]
-		if m.needsDocument() || m.needsLookup() {
-			if !slices.Contains(keep, m.Collection) {
-				keep = append(keep, m.Collection)
-			}
-		}
-		lookup = lookup || m.needsLookup()
 		if m.FinishedField == "" {
 			or = append(or, bson.D{{Key: "ns.coll", Value: m.Collection}, {Key: "operationType", Value: bson.D{{Key: "$in", Value: stringsA(m.Operations)}}}})
 			continue
@@ -296,22 +341,57 @@ func pipeline(cfg *Config) (p bson.A, lookup bool) {
 			or = append(or, bson.D{{Key: "ns.coll", Value: m.Collection}, {Key: "operationType", Value: bson.D{{Key: "$in", Value: stringsA(whole)}}}, {Key: "fullDocument." + m.FinishedField, Value: val}})
 		}
 		if m.has(OpUpdate) {
-			or = append(or, bson.D{{Key: "ns.coll", Value: m.Collection}, {Key: "operationType", Value: "update"}, {Key: "updateDescription.updatedFields." + m.FinishedField, Value: val}})
+			cond := bson.D{{Key: "updateDescription.updatedFields." + m.FinishedField, Value: val}}
+			if strings.Contains(m.FinishedField, ".") {
+				cond = bson.D{{Key: "$or", Value: bson.A{cond, dottedKeyIs(m.FinishedField, val)}}}
+			}
+			or = append(or, append(bson.D{{Key: "ns.coll", Value: m.Collection}, {Key: "operationType", Value: "update"}}, cond...))
 		}
 	}
 	or = append(or,
 		bson.D{{Key: "ns.coll", Value: cfg.Events}, {Key: "operationType", Value: "insert"}},
 		bson.D{{Key: "operationType", Value: "invalidate"}},
 	)
-	p = bson.A{
-		bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: or}}}},
+	return bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: or}}}}
+}
+
+// dottedKeyIs is a $match condition: updatedFields has the key field (a
+// dotted path as one key) with value val (numbers by value).
+func dottedKeyIs(field string, val any) bson.D {
+	fields := bson.D{{Key: "$objectToArray", Value: bson.D{{Key: "$ifNull", Value: bson.A{"$updateDescription.updatedFields", bson.D{}}}}}}
+	return bson.D{{Key: "$expr", Value: bson.D{{Key: "$in", Value: bson.A{
+		bson.D{{Key: "$literal", Value: bson.D{{Key: "k", Value: field}, {Key: "v", Value: val}}}},
+		fields,
+	}}}}}
+}
+
+// pipeline builds the change stream pipeline: the $match, then a stage that
+// keeps fullDocument (sent with inserts and replaces) only for the
+// collections whose mappings read it, and, when split is set, the stage
+// that splits an event over 16 MB into fragments. The stream never asks
+// for fullDocument: updateLookup: an update whose mapping reads the
+// document makes the Source look it up itself, once the update is known to
+// make an event (Source.lookup).
+func pipeline(cfg *Config, split bool) bson.A {
+	keep := []string{cfg.Events}
+	for i := range cfg.Sources {
+		m := &cfg.Sources[i]
+		if m.needsDocument() && !slices.Contains(keep, m.Collection) {
+			keep = append(keep, m.Collection)
+		}
+	}
+	p := bson.A{
+		match(cfg),
 		bson.D{{Key: "$addFields", Value: bson.D{{Key: "fullDocument", Value: bson.D{{Key: "$cond", Value: bson.D{
 			{Key: "if", Value: bson.D{{Key: "$in", Value: bson.A{"$ns.coll", stringsA(keep)}}}},
 			{Key: "then", Value: "$fullDocument"},
 			{Key: "else", Value: "$$REMOVE"},
 		}}}}}}},
 	}
-	return p, lookup
+	if split {
+		p = append(p, bson.D{{Key: "$changeStreamSplitLargeEvent", Value: bson.D{}}})
+	}
+	return p
 }
 
 func stringsA(s []string) bson.A {

@@ -2,6 +2,9 @@ package mongodb
 
 import (
 	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,6 +21,14 @@ type metrics struct {
 	cache       *prometheus.CounterVec // by cache (user, dataset) and result (hit, miss)
 	errors      *prometheus.CounterVec // by operation
 	collections []string
+
+	reopens    prometheus.Counter
+	noEvents   *prometheus.CounterVec // by collection and reason
+	lookups    *prometheus.CounterVec // by collection
+	tokenSaves prometheus.Counter
+	streamLag  prometheus.GaugeFunc
+	seenAt     atomic.Int64 // unix nanoseconds: cluster time of the latest change read, or when the stream was last caught up
+	now        func() time.Time
 }
 
 func newMetrics(cfg *Config) *metrics {
@@ -47,10 +58,51 @@ func newMetrics(cfg *Config) *metrics {
 		}
 	}
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_mongodb_errors_total", Help: "MongoDB operations that failed, by operation."}, []string{"op"})
-	for _, op := range []string{"watch", "find_user", "find_dataset", "insert_event", "save_token", "load_token", "create_index", "decode"} {
+	for _, op := range []string{"watch", "find_user", "find_dataset", "insert_event", "save_token", "load_token", "create_index", "decode", "lookup"} {
 		m.errors.WithLabelValues(op)
 	}
+	m.reopens = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_mongodb_stream_reopens_total", Help: "Times the source opened its change stream again (after an error, an invalidate, a history loss or a skipped event)."})
+	m.noEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_mongodb_changes_without_event_total", Help: "Change events read that produced no event, by collection and reason (" + strings.Join(noEventReasons, ", ") + ")."}, []string{"collection", "reason"})
+	m.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_mongodb_document_lookups_total", Help: "Documents read for an update whose mapping needs them, by collection."}, []string{"collection"})
+	for _, s := range cfg.Sources {
+		if s.needsLookup() {
+			m.lookups.WithLabelValues(s.Collection)
+		}
+	}
+	m.tokenSaves = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_mongodb_token_saves_total", Help: "Writes of this instance's resume token."})
+	m.now = time.Now
+	m.streamLag = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "airlay_mongodb_stream_lag_seconds",
+		Help: "Now minus the cluster time of the latest change the stream read; while the stream is caught up (its last read came back empty), now minus the time of that read. Grows while the stream is down or behind.",
+	}, m.lagNow)
 	return m
+}
+
+// noEvent counts a change of coll that produced no event.
+func (m *metrics) noEvent(coll, why string) {
+	if !slices.Contains(m.collections, coll) {
+		coll = "other"
+	}
+	m.noEvents.WithLabelValues(coll, why).Inc()
+}
+
+// seen records the time of a change read.
+func (m *metrics) seen(at time.Time) {
+	if !at.IsZero() {
+		m.seenAt.Store(at.UnixNano())
+	}
+}
+
+// caughtUp records a read that found nothing more: the stream has seen
+// everything up to now.
+func (m *metrics) caughtUp(now time.Time) { m.seenAt.Store(now.UnixNano()) }
+
+func (m *metrics) lagNow() float64 {
+	at := m.seenAt.Load()
+	if at == 0 {
+		return 0
+	}
+	return max(0, m.now().Sub(time.Unix(0, at)).Seconds())
 }
 
 // changeRead counts a change of collection coll.
@@ -62,5 +114,5 @@ func (m *metrics) changeRead(coll string) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.changes, m.lag, m.resumes, m.historyLost, m.streamUp, m.cache, m.errors}
+	return []prometheus.Collector{m.changes, m.lag, m.resumes, m.historyLost, m.streamUp, m.cache, m.errors, m.reopens, m.noEvents, m.lookups, m.tokenSaves, m.streamLag}
 }

@@ -14,30 +14,45 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/mongo/readconcern"
 )
 
 // Source is the change stream of one instance: one stream over the whole
 // database, filtered on the server to the configured collections and
-// operations, feeding the hub. It keeps the resume token of the last change
-// it delivered and saves it (at most every SaveInterval, and when it
-// stops) under the instance's name, so that a restart continues there.
+// operations, feeding the hub.
 //
-// A resumable error is resumed once by the driver; if that fails too, the
-// Source reopens the stream after the same token, with backoff from
-// RetryMin to RetryMax, so no change is skipped or delivered twice. When
+// Position. It keeps the resume token of the last change it read and saves
+// it under the instance's name, so that a restart continues there: after a
+// change that passed the filter (at most every SaveInterval), every
+// TokenRefresh when only the stream's position moved (other writes of the
+// database, other instances' saves: the saved token stays inside the
+// oplog), and when it stops. An idle database costs no writes.
+//
+// Failures. A resumable error is resumed once by the driver; if that fails
+// too, the Source reopens the stream after the same token, with backoff
+// from RetryMin to RetryMax that is reset only by a successful read, so no
+// change is skipped or delivered twice. An event the server cannot send
+// (over 16 MB, BSONObjectTooLarge) comes in fragments that the Source
+// reassembles where the server can split it ($changeStreamSplitLargeEvent,
+// MongoDB 6.0.9+ and 7.0+); where it cannot, the event is skipped after
+// PoisonTries failed reads at the same position, logged and counted. When
 // the token is older than the oplog (history lost), it logs an error,
 // counts it and starts from now.
+//
+// Lookups. The stream does not ask for fullDocument: updateLookup; an
+// update that a mapping turns into an event and whose mapping reads the
+// document makes one find by its documentKey (Source.lookup).
 type Source struct {
-	db       *mongo.Database
-	cfg      *Config
-	log      *slog.Logger
-	m        *metrics
-	broker   *Broker
-	tokens   *mongo.Collection
-	rules    map[string][]rule // by collection
-	pipeline bson.A
-	lookup   bool
-	now      func() time.Time
+	db     *mongo.Database
+	cfg    *Config
+	log    *slog.Logger
+	m      *metrics
+	broker *Broker
+	tokens *mongo.Collection
+	rules  map[string][]rule // by collection
+	now    func() time.Time
+
+	split atomic.Bool // ask the server to split events over 16 MB (until it refuses the stage)
 
 	state   atomic.Pointer[error] // nil: up
 	started atomic.Bool
@@ -57,7 +72,13 @@ func newSource(db *mongo.Database, cfg *Config, m *metrics, b *Broker, log *slog
 		mp := &cfg.Sources[i]
 		s.rules[mp.Collection] = append(s.rules[mp.Collection], rule{Mapping: mp, finished: mp.finishedValue()})
 	}
-	s.pipeline, s.lookup = pipeline(cfg)
+	if cfg.TokenRefresh <= 0 {
+		cfg.TokenRefresh = 5 * time.Minute
+	}
+	if cfg.PoisonTries <= 0 {
+		cfg.PoisonTries = 3
+	}
+	s.split.Store(true)
 	s.setDown(ErrNotStarted)
 	return s
 }
@@ -82,14 +103,28 @@ func (s *Source) setUp() {
 	}
 }
 
-// position is where the stream is: the token of the last change delivered
-// (or of the last empty batch), and what was saved.
+// position is where the stream is: the token of the last change read (or
+// of the last batch, which moves with every oplog entry), and what was
+// saved.
 type position struct {
 	token      bson.Raw
 	startAfter bool // token is an invalidate's: reopen with startAfter
 	saved      bson.Raw
 	savedAt    time.Time
-	dirty      bool // token changed since the last save
+	changed    bool // a change that passed the filter was read since the last save
+	readOK     bool // a read succeeded since the stream was last opened
+	careful    bool // read one event per batch, to find the one that fails
+}
+
+// errCaughtUp ends a careful stream once it has read everything: the
+// event that failed was read after all, reopen with full batches.
+var errCaughtUp = errors.New("caught up")
+
+// poisoned counts failed reads at one position with an error that the
+// event itself causes (too large), to skip it after PoisonTries.
+type poisoned struct {
+	at    bson.Raw
+	tries int
 }
 
 // Run delivers changes to hub until ctx ends; then it saves the token and
@@ -103,7 +138,7 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 	for {
 		tok, after, err := s.loadToken(ctx)
 		if err == nil {
-			pos.token, pos.startAfter, pos.saved = tok, after, tok
+			pos.token, pos.startAfter, pos.saved, pos.savedAt = tok, after, tok, s.now()
 			break
 		}
 		if ctx.Err() != nil {
@@ -122,14 +157,24 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 	}
 	s.ensureIndex(ctx)
 	wait = s.cfg.RetryMin
-	for {
-		opened, err := s.watch(ctx, hub, &pos)
+	var bad poisoned
+	for first := true; ; first = false {
+		if !first {
+			s.m.reopens.Inc()
+		}
+		pos.readOK = false
+		err := s.watch(ctx, hub, &pos)
 		if ctx.Err() != nil {
 			s.setDown(errors.New("stopped"))
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.QueryTimeout)
-			s.save(sctx, &pos)
+			if !bytes.Equal(pos.token, pos.saved) {
+				s.save(sctx, &pos)
+			}
 			cancel()
 			return ctx.Err()
+		}
+		if pos.readOK {
+			wait = s.cfg.RetryMin
 		}
 		switch {
 		case err == nil: // the server closed the stream (invalidate): reopen
@@ -140,12 +185,33 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 			s.setDown(err) // until the stream is open again, from now
 			s.m.historyLost.Inc()
 			s.log.Error("change stream history lost: the resume token is older than the oplog; changes since then are lost; starting from now", "err", err)
-			pos = position{dirty: true}
+			pos = position{}
 			s.save(ctx, &pos)
 			continue
-		}
-		if opened {
-			wait = s.cfg.RetryMin
+		case s.split.Load() && hasCode(err, codeUnrecognizedStage):
+			s.split.Store(false)
+			s.log.Info("change stream: the server cannot split large events ($changeStreamSplitLargeEvent needs MongoDB 6.0.9+ or 7.0+); an event over 16 MB will be skipped", "err", err)
+			continue
+		case errors.Is(err, errCaughtUp):
+			pos.careful = false
+			continue
+		case hasCode(err, codeTooLarge, codeSplitFailed):
+			// A batch fails as a whole: read one event per batch from now
+			// on, so that the changes before the one that fails are
+			// delivered and the position stops right before it.
+			if bad.at == nil || !bytes.Equal(bad.at, pos.token) {
+				bad = poisoned{at: bytes.Clone(pos.token)}
+			}
+			pos.careful = true
+			bad.tries++
+			if bad.tries >= s.cfg.PoisonTries {
+				serr := s.skipEvent(ctx, &pos, err)
+				if serr == nil {
+					pos.careful, bad = false, poisoned{}
+					continue
+				}
+				err = fmt.Errorf("%w (and skipping the event failed: %v)", err, serr)
+			}
 		}
 		s.fail("watch", err, wait)
 		if !sleep(ctx, wait) {
@@ -161,12 +227,11 @@ func (s *Source) fail(op string, err error, retry time.Duration) {
 	s.log.Warn("change stream down", "err", err, "retry_in", retry)
 }
 
-// watch opens the stream after pos and delivers until it fails or ends.
-// opened reports whether it got as far as an open stream.
-func (s *Source) watch(ctx context.Context, hub *events.Hub, pos *position) (opened bool, err error) {
+// options returns the change stream options to open after pos.
+func (s *Source) options(pos *position) *options.ChangeStreamOptions {
 	opts := options.ChangeStream().SetMaxAwaitTime(s.cfg.MaxAwait)
-	if s.lookup {
-		opts.SetFullDocument(options.UpdateLookup)
+	if pos.careful {
+		opts.SetBatchSize(1)
 	}
 	if pos.token != nil {
 		if pos.startAfter {
@@ -175,11 +240,17 @@ func (s *Source) watch(ctx context.Context, hub *events.Hub, pos *position) (ope
 			opts.SetResumeAfter(pos.token)
 		}
 	}
+	return opts
+}
+
+// watch opens the stream after pos and delivers until it fails or ends
+// (nil: the server closed it after an invalidate).
+func (s *Source) watch(ctx context.Context, hub *events.Hub, pos *position) error {
 	octx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
-	cs, err := s.db.Watch(octx, s.pipeline, opts)
+	cs, err := s.db.Watch(octx, pipeline(s.cfg, s.split.Load()), s.options(pos))
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("watch %s: %w", s.db.Name(), err)
+		return fmt.Errorf("watch %s: %w", s.db.Name(), err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.QueryTimeout)
@@ -187,9 +258,18 @@ func (s *Source) watch(ctx context.Context, hub *events.Hub, pos *position) (ope
 		cancel()
 	}()
 	if s.Ready() != nil {
-		s.log.Info("change stream open", "database", s.db.Name(), "resumed", pos.token != nil)
+		s.log.Info("change stream open", "database", s.db.Name(), "resumed", pos.token != nil, "split_large_events", s.split.Load())
+	}
+	if pos.token == nil {
+		// Started from now: the stream's first position, so that a
+		// failure before the first change reopens here, not later.
+		if t := cs.ResumeToken(); t != nil {
+			pos.token = bytes.Clone(t)
+		}
 	}
 	s.setUp()
+	var frag fragments
+	opened := true // the first empty read is the aggregate's empty first batch
 	// Each round trip is bounded: a getMore answers within MaxAwait, so a
 	// server that stops answering is noticed (not ready, reopened after the
 	// token) within MaxAwait+QueryTimeout instead of the driver's
@@ -199,44 +279,164 @@ func (s *Source) watch(ctx context.Context, hub *events.Hub, pos *position) (ope
 		got := cs.TryNext(tctx)
 		cancel()
 		if got {
-			op := s.deliver(hub, cs.Current)
-			pos.token, pos.startAfter, pos.dirty = bytes.Clone(cs.ResumeToken()), op == "invalidate", true
+			pos.readOK, opened = true, false
+			raw, done, err := frag.add(cs.Current)
+			if err != nil {
+				return err
+			}
+			if !done {
+				continue // the position stays before the event until its last fragment
+			}
+			op, err := s.deliver(ctx, hub, raw)
+			if err != nil {
+				return err
+			}
+			pos.token, pos.startAfter, pos.changed = bytes.Clone(cs.ResumeToken()), op == "invalidate", true
 			s.maybeSave(ctx, pos)
 			continue
 		}
 		if err := cs.Err(); err != nil {
-			return true, fmt.Errorf("change stream of %s: %w", s.db.Name(), err)
+			return fmt.Errorf("change stream of %s: %w", s.db.Name(), err)
 		}
 		if cs.ID() == 0 {
-			return true, nil
+			return nil
+		}
+		first := opened
+		opened = false
+		if !first {
+			pos.readOK = true
+		}
+		if frag.pending() {
+			continue
+		}
+		s.m.caughtUp(s.now())
+		if pos.careful && !first {
+			return errCaughtUp
 		}
 		if t := cs.ResumeToken(); t != nil && !bytes.Equal(t, pos.token) {
-			pos.token, pos.startAfter, pos.dirty = bytes.Clone(t), false, true
+			pos.token, pos.startAfter = bytes.Clone(t), false
 		}
 		s.setUp()
 		s.maybeSave(ctx, pos)
 	}
 }
 
+// fragments reassembles an event that the server split
+// ($changeStreamSplitLargeEvent): fragment n of m holds some of the
+// event's top-level fields; the event is complete with fragment m, and its
+// resume token is that fragment's.
+type fragments struct {
+	next, of int
+	fields   bson.D
+}
+
+func (f *fragments) pending() bool { return f.of > 0 }
+
+// add takes one document of the stream; it returns the whole event when
+// raw is one, or the last fragment of one.
+func (f *fragments) add(raw bson.Raw) (bson.Raw, bool, error) {
+	se, ok := raw.Lookup("splitEvent").DocumentOK()
+	if !ok {
+		if f.pending() {
+			next, of := f.next, f.of
+			*f = fragments{}
+			return nil, false, fmt.Errorf("change stream: fragment %d of %d of a split event missing", next, of)
+		}
+		return raw, true, nil
+	}
+	n, _ := se.Lookup("fragment").AsInt64OK()
+	of, _ := se.Lookup("of").AsInt64OK()
+	if n == 1 {
+		*f = fragments{next: 1, of: int(of)}
+	}
+	if int(n) != f.next || int(of) != f.of || of < 1 {
+		next, wantOf := f.next, f.of
+		*f = fragments{}
+		return nil, false, fmt.Errorf("change stream: fragment %d of %d of a split event, want %d of %d", n, of, next, wantOf)
+	}
+	elems, err := raw.Elements()
+	if err != nil {
+		*f = fragments{}
+		return nil, false, err
+	}
+	for _, e := range elems {
+		switch e.Key() {
+		case "splitEvent":
+		case "_id":
+			if n == of {
+				f.fields = append(bson.D{{Key: "_id", Value: e.Value()}}, f.fields...)
+			}
+		default:
+			f.fields = append(f.fields, bson.E{Key: e.Key(), Value: e.Value()})
+		}
+	}
+	f.next++
+	if int(n) < f.of {
+		return nil, false, nil
+	}
+	whole, err := bson.Marshal(f.fields)
+	*f = fragments{}
+	return whole, err == nil, err
+}
+
+// skipEvent skips the event after pos that cannot be read (cause): a
+// stream with the same filter and a projection small enough to read names
+// it; it is logged, counted, and pos moves past it.
+func (s *Source) skipEvent(ctx context.Context, pos *position, cause error) error {
+	p := bson.A{match(s.cfg), bson.D{{Key: "$project", Value: bson.D{
+		{Key: "_id", Value: 1}, {Key: "operationType", Value: 1}, {Key: "ns", Value: 1}, {Key: "clusterTime", Value: 1}, {Key: "documentKey", Value: 1},
+	}}}}
+	octx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	cs, err := s.db.Watch(octx, p, s.options(pos))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cs.Close(context.WithoutCancel(octx)) }()
+	tctx, cancel2 := context.WithTimeout(ctx, s.cfg.MaxAwait+s.cfg.QueryTimeout)
+	got := cs.TryNext(tctx)
+	cancel2()
+	if !got {
+		if err := cs.Err(); err != nil {
+			return err
+		}
+		return errors.New("the event that fails is not found after the position")
+	}
+	ev := cs.Current
+	coll, _ := ev.Lookup("ns", "coll").StringValueOK()
+	op, _ := ev.Lookup("operationType").StringValueOK()
+	t, i, _ := ev.Lookup("clusterTime").TimestampOK()
+	s.m.noEvent(coll, whyTooLarge)
+	s.log.Error("change stream: skipped a change event that cannot be read (over 16 MB); its event is lost",
+		"collection", coll, "op", op, "id", idText(ev.Lookup("documentKey", "_id")), "cluster_time", fmt.Sprintf("%d.%d", t, i), "tries", s.cfg.PoisonTries, "err", cause)
+	pos.token, pos.startAfter, pos.changed = bytes.Clone(cs.ResumeToken()), false, true
+	s.save(ctx, pos)
+	return nil
+}
+
 // deliver maps one change and hands its events to the hub; it returns the
-// change's operation type.
-func (s *Source) deliver(hub *events.Hub, raw bson.Raw) string {
+// change's operation type. An error (a lookup that failed) leaves the
+// change unread: the stream reopens before it.
+func (s *Source) deliver(ctx context.Context, hub *events.Hub, raw bson.Raw) (string, error) {
 	c, err := parseChange(raw)
 	if err != nil {
 		s.m.errors.WithLabelValues("decode").Inc()
+		s.m.noEvent("", whyUndecodable)
 		s.log.Warn("change stream: unreadable change skipped", "err", err)
-		return ""
+		return "", nil
 	}
 	if c.op == "invalidate" {
-		return c.op
+		return c.op, nil
 	}
 	s.m.changeRead(c.coll)
+	s.m.seen(c.at)
 	if !c.at.IsZero() {
 		s.m.lag.Observe(max(0, s.now().Sub(c.at).Seconds()))
 	}
 	if c.coll == s.cfg.Events {
 		if c.op != OpInsert {
-			return c.op
+			s.m.noEvent(c.coll, whyNotSelected)
+			return c.op, nil
 		}
 		evs, err := decodePublished(c.doc)
 		var tr *events.Tracker
@@ -245,21 +445,41 @@ func (s *Source) deliver(hub *events.Hub, raw bson.Raw) string {
 		}
 		if err != nil {
 			s.m.errors.WithLabelValues("decode").Inc()
+			s.m.noEvent(c.coll, whyNotPublish)
 			s.log.Warn("change stream: document of the events collection skipped", "id", idText(c.key), "err", err)
 			if tr != nil {
 				hub.Publish(nil, tr) // seal it: nothing to count
 			}
-			return c.op
+			return c.op, nil
 		}
 		hub.Publish(evs, tr)
-		return c.op
+		return c.op, nil
 	}
 	var evs []events.Event
+	why := whyNotSelected
+	looked := false
 	for _, r := range s.rules[c.coll] {
-		ev, ok, why := r.event(c, r.finished)
+		ok, w := r.selects(c, r.finished)
+		if ok && c.op == OpUpdate && r.needsLookup() {
+			if !looked {
+				looked = true
+				if c.doc, err = s.lookup(ctx, c, raw); err != nil {
+					return c.op, err
+				}
+			}
+			if c.doc == nil {
+				ok, w = false, whyDocumentGone
+				s.log.Warn("change stream: the document of an update was deleted before its lookup; no event", "type", r.Type.String(), "collection", c.coll, "id", idText(c.key))
+			}
+		}
+		var ev events.Event
+		if ok {
+			ev, ok, w = r.build(c)
+		}
 		if !ok {
-			if s.log.Enabled(context.Background(), slog.LevelDebug) {
-				s.log.Debug("change makes no event", "type", r.Type.String(), "collection", c.coll, "op", c.op, "id", idText(c.key), "why", why)
+			why = w
+			if s.log.Enabled(ctx, slog.LevelDebug) {
+				s.log.Debug("change makes no event", "type", r.Type.String(), "collection", c.coll, "op", c.op, "id", idText(c.key), "why", w)
 			}
 			continue
 		}
@@ -267,12 +487,47 @@ func (s *Source) deliver(hub *events.Hub, raw bson.Raw) string {
 	}
 	if len(evs) > 0 {
 		hub.Publish(evs, nil)
+	} else {
+		s.m.noEvent(c.coll, why)
 	}
-	return c.op
+	return c.op, nil
 }
 
+// lookup reads the current document of an update (what updateLookup would
+// give): found by its documentKey (which holds the shard key on a sharded
+// cluster), read concern majority; nil when it was deleted since.
+func (s *Source) lookup(ctx context.Context, c *change, raw bson.Raw) (bson.Raw, error) {
+	key, ok := raw.Lookup("documentKey").DocumentOK()
+	if !ok {
+		return nil, nil
+	}
+	s.m.lookups.WithLabelValues(c.coll).Inc()
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	coll := s.db.Collection(c.coll, options.Collection().SetReadConcern(readconcern.Majority()))
+	doc, err := coll.FindOne(lctx, key).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		s.m.errors.WithLabelValues("lookup").Inc()
+		return nil, fmt.Errorf("look up the document of an update in %s: %w", c.coll, err)
+	}
+	return doc, nil
+}
+
+// maybeSave saves the position when a change was read (at most every
+// SaveInterval), or when only the stream's position moved, every
+// TokenRefresh (so that the saved token never falls out of the oplog).
+// Writes that the filter drops (this and other instances' saves, other
+// collections) do not trigger a save: they move the position with every
+// batch, and saving on them would feed itself.
 func (s *Source) maybeSave(ctx context.Context, pos *position) {
-	if !pos.dirty || s.now().Sub(pos.savedAt) < s.cfg.SaveInterval {
+	since := s.now().Sub(pos.savedAt)
+	switch {
+	case pos.changed && since >= s.cfg.SaveInterval:
+	case !bytes.Equal(pos.token, pos.saved) && since >= s.cfg.TokenRefresh:
+	default:
 		return
 	}
 	s.save(ctx, pos)
@@ -280,9 +535,6 @@ func (s *Source) maybeSave(ctx context.Context, pos *position) {
 
 // save writes pos.token under the instance's name.
 func (s *Source) save(ctx context.Context, pos *position) {
-	if !pos.dirty {
-		return
-	}
 	pos.savedAt = s.now()
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
@@ -298,7 +550,8 @@ func (s *Source) save(ctx context.Context, pos *position) {
 		s.log.Warn("change stream: saving the resume token failed; will retry", "err", err)
 	}
 	if err == nil {
-		pos.saved, pos.dirty = pos.token, false
+		s.m.tokenSaves.Inc()
+		pos.saved, pos.changed = pos.token, false
 	}
 }
 

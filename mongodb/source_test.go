@@ -1,6 +1,7 @@
 package mongodb
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -42,8 +43,11 @@ func TestPipelineAndOptions(t *testing.T) {
 		t.Errorf("$db %q", db)
 	}
 	cs := cmd.Lookup("pipeline", "0", "$changeStream").Document()
-	if got, want := extJSON(t, cs), `{"fullDocument":"updateLookup"}`; got != want {
-		t.Errorf("$changeStream %s, want %s (uploads and exports read the document of updates; no token on a first start)", got, want)
+	if got, want := extJSON(t, cs), `{}`; got != want {
+		t.Errorf("$changeStream %s, want %s (no updateLookup: the source looks up the documents it needs; no token on a first start)", got, want)
+	}
+	if got := extJSON(t, cmd.Lookup("pipeline", "3").Document()); got != `{"$changeStreamSplitLargeEvent":{}}` {
+		t.Errorf("last stage %s, want $changeStreamSplitLargeEvent", got)
 	}
 	match := cmd.Lookup("pipeline", "1", "$match")
 	wantMatch := `{"$or":[` +
@@ -71,7 +75,8 @@ func TestPipelineAndOptions(t *testing.T) {
 		t.Errorf("getMore maxTimeMS %d, want 20 (MaxAwait)", ms)
 	}
 
-	// Without a mapping that reads the document of updates, no updateLookup.
+	// With only a mapping that reads no document, fullDocument is kept
+	// for the events collection only.
 	f2 := newFakeMongo(t)
 	cfg := testConfig()
 	cfg.Sources = cfg.Sources[:1] // issueUpdate only
@@ -79,7 +84,7 @@ func TestPipelineAndOptions(t *testing.T) {
 	e2.waitReady()
 	cs2 := f2.commands("aggregate")[0].Doc.Lookup("pipeline", "0", "$changeStream").Document()
 	if got := extJSON(t, cs2); got != `{}` {
-		t.Errorf("issueUpdate only: $changeStream %s, want {} (no fullDocument)", got)
+		t.Errorf("issueUpdate only: $changeStream %s, want {}", got)
 	}
 	keep2 := f2.commands("aggregate")[0].Doc.Lookup("pipeline", "2", "$addFields", "fullDocument", "$cond", "if", "$in", "1")
 	if got := extJSON(t, bson.D{{Key: "keep", Value: keep2}}); got != `{"keep":["airlay_events"]}` {
@@ -120,8 +125,8 @@ func TestMapping(t *testing.T) {
 		{"upload finished by update: id is its dataset", chUpdate("uploads", upload1, bson.D{{Key: "status", Value: "finished"}}, nil,
 			bson.D{{Key: "_id", Value: upload1}, {Key: "dataset", Value: dataset2.Hex()}, {Key: "status", Value: "finished"}, {Key: "name", Value: "b.csv"}}),
 			[]string{frame("uploadFile", dataset2, `[{"_id":"`+upload1.Hex()+`","name":"b.csv"}]`)}},
-		{"upload finished but no dataset: none", chUpdate("uploads", upload1, bson.D{{Key: "status", Value: "finished"}}, nil,
-			bson.D{{Key: "_id", Value: upload1}, {Key: "status", Value: "finished"}}), nil},
+		{"upload finished but no dataset: none", chUpdate("uploads", upload2, bson.D{{Key: "status", Value: "finished"}}, nil,
+			bson.D{{Key: "_id", Value: upload2}, {Key: "status", Value: "finished"}}), nil},
 		{"upload deleted: none", chDelete("uploads", upload1), nil},
 		{"export finished: what the frontend fetches", chUpdate("exports", export1, bson.D{{Key: "status", Value: "finished"}, {Key: "url", Value: "/files/k/r.xlsx"}}, nil,
 			bson.D{{Key: "_id", Value: export1}, {Key: "user", Value: userA}, {Key: "status", Value: "finished"}, {Key: "url", Value: "/files/k/r.xlsx"}, {Key: "name", Value: "r.xlsx"}}),
@@ -143,6 +148,20 @@ func TestMapping(t *testing.T) {
 	}
 	f := newFakeMongo(t)
 	f.batch = 3
+	// The documents that the updates of uploads and exports look up: the
+	// last argument of those chUpdate steps, as the collections hold them
+	// when the stream reads the changes.
+	for _, s := range steps {
+		if coll, _ := mustRaw(s.change).Lookup("ns", "coll").StringValueOK(); (coll == "uploads" || coll == "exports") && len(s.want) > 0 || strings.Contains(s.name, "no dataset") {
+			if after, ok := mustRaw(s.change).Lookup("fullDocument").DocumentOK(); ok {
+				if op, _ := mustRaw(s.change).Lookup("operationType").StringValueOK(); op == "update" {
+					var d bson.D
+					_ = bson.Unmarshal(after, &d)
+					f.insertDocs(coll, d)
+				}
+			}
+		}
+	}
 	e := startSource(t, f, testConfig())
 	rec := newRecorder()
 	rec.subscribe(e.hub)
@@ -190,3 +209,38 @@ func contains(list []string, s string) bool {
 
 var _ = errors.New
 var _ = events.IssueUpdate
+
+// TestFragments: the fragments of a split event make the event again, with
+// the last fragment's token; a fragment out of sequence is an error, not a
+// wrong event.
+func TestFragments(t *testing.T) {
+	frag := func(n, of int32, fields ...bson.E) bson.Raw {
+		d := bson.D{{Key: "_id", Value: fakeToken(int(n))}, {Key: "splitEvent", Value: bson.D{{Key: "fragment", Value: n}, {Key: "of", Value: of}}}}
+		return mustRaw(append(d, fields...))
+	}
+	var f fragments
+	whole := mustRaw(bson.D{{Key: "_id", Value: fakeToken(9)}, {Key: "operationType", Value: "insert"}})
+	if got, done, err := f.add(whole); !done || err != nil || !bytes.Equal(got, whole) {
+		t.Fatalf("an event that is not split: %v %v", done, err)
+	}
+	if _, done, err := f.add(frag(1, 2, bson.E{Key: "operationType", Value: "update"}, bson.E{Key: "ns", Value: bson.D{{Key: "coll", Value: "issues"}}})); done || err != nil {
+		t.Fatalf("fragment 1 of 2: done %v, err %v", done, err)
+	}
+	got, done, err := f.add(frag(2, 2, bson.E{Key: "updateDescription", Value: bson.D{{Key: "updatedFields", Value: bson.D{{Key: "a", Value: 1}}}}}))
+	if !done || err != nil {
+		t.Fatalf("fragment 2 of 2: done %v, err %v", done, err)
+	}
+	if want := `{"_id":{"_data":"8200000000000002"},"operationType":"update","ns":{"coll":"issues"},"updateDescription":{"updatedFields":{"a":1}}}`; extJSON(t, got) != want {
+		t.Errorf("reassembled\n%s\nwant\n%s", extJSON(t, got), want)
+	}
+	if _, _, err := f.add(frag(2, 3)); err == nil {
+		t.Error("fragment 2 without fragment 1: no error")
+	}
+	_, _, _ = f.add(frag(1, 3))
+	if _, _, err := f.add(whole); err == nil {
+		t.Error("an event in the middle of a split one: no error")
+	}
+	if f.pending() {
+		t.Error("still pending after an error")
+	}
+}
