@@ -200,13 +200,13 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 		return nil, fmt.Errorf("%w: the body is an event object or an array of them", ErrInvalidRequest)
 	}
 	if len(bytes.TrimSpace(body[dec.InputOffset():])) != 0 {
-		return nil, fmt.Errorf("%w: data after the events", ErrInvalidRequest)
+		return nil, fmt.Errorf("%w: the body goes on after its first JSON value (several events go in one JSON array)", ErrInvalidRequest)
 	}
 	evs := make([]Event, len(ws))
 	for i := range ws {
 		if err := ws[i].event(&evs[i]); err != nil {
 			if len(ws) > 1 {
-				return nil, fmt.Errorf("event %d: %w", i, err)
+				return nil, fmt.Errorf("event %d (counting from 0): %w", i, err)
 			}
 			return nil, err
 		}
@@ -218,7 +218,10 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 func (w *wireEvent) event(e *Event) error {
 	t, ok := ParseType(w.Type)
 	if !ok {
-		return fmt.Errorf("%w: unknown event type", ErrInvalidRequest)
+		if w.Type == "" {
+			return fmt.Errorf("%w: type is missing", ErrInvalidRequest)
+		}
+		return fmt.Errorf("%w: unknown event type %s", ErrInvalidRequest, quoteShort(w.Type))
 	}
 	e.Type = t
 	if t.PerUser() {
@@ -226,25 +229,25 @@ func (w *wireEvent) event(e *Event) error {
 			return fmt.Errorf("%w: notification needs user", ErrInvalidRequest)
 		}
 		if e.User, ok = NormalizeID(*w.User); !ok {
-			return fmt.Errorf("%w: user is not an ObjectId", ErrInvalidRequest)
+			return fmt.Errorf("%w: user %s is not an ObjectId (24 hex digits)", ErrInvalidRequest, quoteShort(*w.User))
 		}
 		if w.ID != nil {
 			e.ID = *w.ID
 		}
 	} else {
 		if w.User != nil {
-			return fmt.Errorf("%w: user is only allowed for notification", ErrInvalidRequest)
+			return fmt.Errorf("%w: user is only allowed for notification, not for %s", ErrInvalidRequest, w.Type)
 		}
 		if w.ID == nil {
-			return fmt.Errorf("%w: id is required", ErrInvalidRequest)
+			return fmt.Errorf("%w: id is required for %s", ErrInvalidRequest, w.Type)
 		}
 		if e.ID, ok = NormalizeID(*w.ID); !ok {
-			return fmt.Errorf("%w: id is not an ObjectId", ErrInvalidRequest)
+			return fmt.Errorf("%w: id %s of %s is not an ObjectId (24 hex digits)", ErrInvalidRequest, quoteShort(*w.ID), w.Type)
 		}
 	}
 	if w.Data != nil {
 		if w.Data[0] != '[' {
-			return fmt.Errorf("%w: data must be an array", ErrInvalidRequest)
+			return fmt.Errorf("%w: data must be a JSON array", ErrInvalidRequest)
 		}
 		e.Data = w.Data
 		if bytes.ContainsAny(w.Data, " \t\r\n") {
@@ -256,6 +259,14 @@ func (w *wireEvent) event(e *Event) error {
 		}
 	}
 	return nil
+}
+
+// quoteShort quotes s for an error text, cut to 40 bytes.
+func quoteShort(s string) string {
+	if len(s) > 40 {
+		return fmt.Sprintf("%q...", s[:40])
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // appendString appends s as a JSON string. s must be valid UTF-8.

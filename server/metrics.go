@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"runtime"
 	"strconv"
 
 	"github.com/airlay/airlay/events"
@@ -55,6 +56,15 @@ func newMetrics(hub *events.Hub, extra []prometheus.Collector) *metrics {
 	for _, c := range []prometheus.Collector{m.connections, m.connectionsTotal, m.closes, m.subscriptions, reqs, m.published, m.delivered, m.slowConsumers, m.latency, m.publishRequests} {
 		f(c)
 	}
+	// airlay_build_info{version,goversion} 1: which build runs (a
+	// dashboard's version panel, an alert on mixed versions).
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "airlay_build_info",
+		Help:        "Always 1; the labels say which build of airlay runs.",
+		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	f(buildInfo)
 	for _, c := range extra {
 		f(c)
 	}

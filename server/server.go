@@ -128,7 +128,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("GET /api/config", s.handleConfig)
 	api.HandleFunc("/api/files", s.handleFileUpload)
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
+		writeError(w, http.StatusNotFound, "Not found", events.InvalidRequest, "no endpoint "+r.Method+" "+detailPath(r.URL.Path))
 	})
 	mux.Handle("/api/", s.cors(api))
 	mux.HandleFunc("GET /files/{key}/{name}", s.handleFileDownload)
