@@ -56,6 +56,7 @@ type Server struct {
 	files       *fileStore // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
 
+	started    time.Time // for the console's uptime
 	closing    atomic.Bool
 	publishing atomic.Int64 // POST /api/events in progress
 	upgrading  atomic.Int64 // /ws requests not yet in conns (or failed)
@@ -81,6 +82,8 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		ready: opts.Ready,
 		hub:   events.NewHub(),
 		conns: make(map[*conn]struct{}),
+
+		started: time.Now(),
 	}
 	s.connsDrained = sync.NewCond(&s.connsMu)
 	if s.log == nil {
@@ -127,6 +130,8 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/api/events", s.handlePublish)
 	api.HandleFunc("GET /api/config", s.handleConfig)
 	api.HandleFunc("/api/files", s.handleFileUpload)
+	api.HandleFunc("GET "+ConsolePath, s.handleConsole)          // the live page's operator console
+	api.HandleFunc("GET "+ConsoleAttachedPath, s.handleAttached) // who is attached to an object
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not found", events.InvalidRequest, "no endpoint "+r.Method+" "+detailPath(r.URL.Path))
 	})

@@ -10,7 +10,7 @@ import (
 	"path"
 )
 
-//go:embed airlay.js live.html live.js live.css
+//go:embed airlay.js live.html live.js live.css console.js
 var files embed.FS
 
 // File is one embedded file with what serving it needs.
