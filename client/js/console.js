@@ -32,8 +32,10 @@ export function quantile(q, bounds, prev, cur) {
 
 export function formatSeconds(s) {
   if (!Number.isFinite(s)) return "–";
+  if (s === 0) return "0";
   if (s < 0.001) return (s * 1e6).toFixed(0) + " µs";
-  if (s < 1) return (s * 1000).toFixed(s < 0.01 ? 2 : 1) + " ms";
+  if (s < 0.01) return (s * 1000).toFixed(2) + " ms";
+  if (s < 1) return (s * 1000).toFixed(0) + " ms";
   return s.toFixed(2) + " s";
 }
 
@@ -61,7 +63,6 @@ export function drawChart(canvas, series, format) {
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
-  const left = 52;
   const right = 8;
   const top = 18;
   const bottom = 16;
@@ -69,6 +70,10 @@ export function drawChart(canvas, series, format) {
   for (const s of series) for (const v of s.values) if (Number.isFinite(v) && v > max) max = v;
   max = niceMax(max);
   g.font = "11px system-ui, sans-serif";
+  // The y axis is as wide as its widest label.
+  let left = 0;
+  for (let i = 0; i <= 2; i++) left = Math.max(left, g.measureText(format((max * i) / 2)).width);
+  left = Math.ceil(left) + 12;
   g.textBaseline = "middle";
   g.strokeStyle = "#e5e7eb";
   g.fillStyle = "#6b7280";
