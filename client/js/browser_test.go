@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,8 +51,13 @@ func newBrowser(t *testing.T, deadline time.Duration) context.Context {
 	t.Helper()
 	path := chromiumPath()
 	if path == "" {
-		t.Skip("SKIPPED: NO CHROMIUM. The browser client was NOT tested in a browser. " +
-			"Install it with `apt-get install -y chromium` (.ci/run does) or set AIRLAY_CHROMIUM.")
+		const why = "NO CHROMIUM: the browser client and the live page were NOT tested in a browser. " +
+			"Install it with `apt-get install -y chromium` (.ci/run does) or set AIRLAY_CHROMIUM."
+		if os.Getenv("AIRLAY_REQUIRE_CHROMIUM") != "" {
+			t.Fatal("AIRLAY_REQUIRE_CHROMIUM is set (CI sets it): " + why)
+		}
+		warnLoudly(why)
+		t.Skip("SKIPPED: " + why)
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
@@ -71,6 +77,22 @@ func newBrowser(t *testing.T, deadline time.Duration) context.Context {
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelCtx(); cancelAlloc(); cancelRoot() })
 	return ctx
+}
+
+var warnOnce sync.Once
+
+// warnLoudly tells the developer about a skip where go test cannot hide it:
+// go test ./... shows a passing package's output only with -v, so the
+// warning goes to the terminal (/dev/tty) when there is one, once.
+func warnLoudly(msg string) {
+	warnOnce.Do(func() {
+		line := "\n*** airlay client/js: " + msg + " ***\n\n"
+		if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+			_, _ = tty.WriteString(line)
+			tty.Close()
+		}
+		fmt.Fprint(os.Stderr, line)
+	})
 }
 
 // eval evaluates js in the page (awaiting a promise) into a T.

@@ -2,6 +2,7 @@ package clientjs_test
 
 import (
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -80,5 +81,33 @@ func TestLivePage(t *testing.T) {
 		if strings.Contains(string(body), pubTok) {
 			t.Errorf("GET %s shows the publish token", p)
 		}
+	}
+}
+
+// Every export of airlay.js is declared in airlay.d.ts (tsc in CI checks
+// the declarations themselves), and the server serves them.
+func TestTypesDeclareEveryExport(t *testing.T) {
+	t.Parallel()
+	js, _ := clientjs.Get("airlay.js")
+	dts, ok := clientjs.Get("airlay.d.ts")
+	if !ok {
+		t.Fatal("no airlay.d.ts embedded")
+	}
+	exports := regexp.MustCompile(`(?m)^export (?:async )?(?:function|class|const) (\w+)`).FindAllStringSubmatch(string(js.Data), -1)
+	if len(exports) < 5 {
+		t.Fatalf("found %d exports in airlay.js", len(exports))
+	}
+	for _, m := range exports {
+		if !regexp.MustCompile(`(?m)^export declare (?:function|class|const) ` + m[1] + `\b`).Match(dts.Data) {
+			t.Errorf("airlay.d.ts does not declare %s", m[1])
+		}
+	}
+	s := startServer(t, nil)
+	resp, body := s.Get(server.ClientTypesPath, nil)
+	if resp.StatusCode != 200 || string(body) != string(dts.Data) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/typescript") {
+		t.Errorf("GET %s: %d %q", server.ClientTypesPath, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if resp, _ := s.Get(server.ClientJSPath, nil); resp.Header.Get("X-TypeScript-Types") != server.ClientTypesPath {
+		t.Errorf("X-TypeScript-Types %q", resp.Header.Get("X-TypeScript-Types"))
 	}
 }
