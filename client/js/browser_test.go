@@ -218,6 +218,8 @@ func TestBrowserClient(t *testing.T) {
 		t.Logf("the drop came with close code %d, not 1001 (see the comment above)", code)
 	}
 	waitJS(t, ctx, "a failed attempt", `log.states.some((s) => s.state === "fail")`)
+	// The server is gone: the failure says so (not "origin refused").
+	waitJS(t, ctx, "a failure with cause unreachable", `log.states.some((s) => s.state === "fail" && s.cause === "unreachable" && s.error.includes("cannot be reached"))`)
 	s.Restart()
 	waitJS(t, ctx, "open again", `log.states.filter((s) => s.state === "open").length === 2`)
 	for i, body := range []string{
