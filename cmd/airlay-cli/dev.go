@@ -84,7 +84,11 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprint(stderr, devMessage(*dir, addr))
 		}
 	}()
-	return cmdServer([]string{"--config", cfgPath}, stdout, logs)
+	err = cmdServer([]string{"--config", cfgPath}, stdout, logs)
+	if err != nil && strings.Contains(err.Error(), "address already in use") {
+		return fmt.Errorf("%w (another server runs there? try --port %d, or --port 0 for any free port)", err, *port+1)
+	}
+	return err
 }
 
 // devSecret returns the publish secret kept in path, making one the first

@@ -3,11 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -156,6 +158,21 @@ func TestDevServer(t *testing.T) {
 	}
 	_ = p2.cmd.Process.Signal(syscall.SIGTERM)
 	<-p2.exited
+}
+
+// A taken port is named, with what to do.
+func TestDevPortTaken(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	r := cli(t, "", "web_socket", "dev", "--port", strconv.Itoa(port))
+	if r.code != 1 || !strings.Contains(r.stderr, "address already in use") || !strings.Contains(r.stderr, "try --port "+strconv.Itoa(port+1)) {
+		t.Errorf("dev on a taken port: %v", r)
+	}
 }
 
 // The development directory never reaches git or a Docker build context.
