@@ -246,21 +246,53 @@ func TestBrowserConsole(t *testing.T) {
 		t.Error("the live page shows a secret")
 	}
 
+	consoleShot(t, ctx, "console.png")
+
+	// The MongoDB fields (the Go tests check that the server fills them:
+	// mongodb/console_test.go): drawn from the server's snapshot, extended
+	// in the page with a stream that goes down and a lag p99 of 50 ms.
+	eval[bool](t, ctx, `(() => {
+		const real = window.fetch;
+		let n = 0;
+		window.fetch = async (url, init) => {
+			const r = await real(url, init);
+			if (!String(url).endsWith("/api/console")) return r;
+			const body = await r.json();
+			n++;
+			body.mongodb = { stream_up: n < 4, change_events_total: 10 * n, stream_resumes_total: 1, history_lost_total: 0,
+				lag_seconds: { bounds: [0.01, 0.05, 0.1], counts: [0, 10 * n, 10 * n], count: 10 * n, sum: 0.3 * n } };
+			return new Response(JSON.stringify(body), { status: r.status, headers: r.headers });
+		};
+		return true;
+	})()`)
+	if err := chromedp.Do(ctx, chromedp.SetValue("#pubtoken", pubTok), chromedp.Click("#console-btn")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the stream up with its lag", `document.getElementById("stat-stream").textContent === "up" && document.getElementById("stat-lag").textContent === "lag p99 50 ms, 1 resumes, 0 history lost"`)
+	waitJS(t, ctx, "the stream down", `document.getElementById("stat-stream").textContent === "DOWN" && document.getElementById("stat-stream").className.includes("bad")`)
+
+	consoleShot(t, ctx, "console-mongodb.png")
+}
+
+// consoleShot takes a full-page screenshot, keeps it in
+// AIRLAY_SCREENSHOT_DIR when set, and checks it is not blank.
+func consoleShot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
 	if err != nil {
 		t.Fatal(err)
 	}
 	if dir := os.Getenv("AIRLAY_SCREENSHOT_DIR"); dir != "" {
-		_ = os.WriteFile(filepath.Join(dir, "console.png"), shot, 0o644)
+		_ = os.WriteFile(filepath.Join(dir, name), shot, 0o644)
 	}
 	img, err := png.Decode(bytes.NewReader(shot))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
 	mean, std, colors := pixelStats(img)
-	t.Logf("console screenshot: %v, mean %.1f, std dev %.1f, %d colours", img.Bounds().Size(), mean, std, colors)
+	t.Logf("%s: %v, mean %.1f, std dev %.1f, %d colours", name, img.Bounds().Size(), mean, std, colors)
 	if std < 10 || colors < 32 {
-		t.Errorf("the screenshot looks blank: std dev %.1f, %d colours", std, colors)
+		t.Errorf("%s looks blank: std dev %.1f, %d colours", name, std, colors)
 	}
 }
 
