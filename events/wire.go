@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -183,7 +185,7 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 	switch body[0] {
 	case '[':
 		if err := dec.Decode(&ws); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+			return nil, fmt.Errorf("%w: %s", ErrInvalidRequest, jsonError(err))
 		}
 		if len(ws) == 0 {
 			return nil, fmt.Errorf("%w: no events", ErrInvalidRequest)
@@ -194,7 +196,7 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 	case '{':
 		ws = make([]wireEvent, 1)
 		if err := dec.Decode(&ws[0]); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+			return nil, fmt.Errorf("%w: %s", ErrInvalidRequest, jsonError(err))
 		}
 	default:
 		return nil, fmt.Errorf("%w: the body is an event object or an array of them", ErrInvalidRequest)
@@ -259,6 +261,30 @@ func (w *wireEvent) event(e *Event) error {
 		}
 	}
 	return nil
+}
+
+// jsonError words a decoding error of a publish body for its caller:
+// where the JSON is broken, or which field has the wrong kind of value
+// (without encoding/json's Go type names).
+func jsonError(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("invalid JSON at byte %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
+	case errors.As(err, &typ):
+		want := map[string]string{"string": "a string", "[]events.wireEvent": "an array of events", "events.wireEvent": "an event object"}[typ.Type.String()]
+		if want == "" {
+			want = "another kind of value"
+		}
+		if typ.Field == "" {
+			return fmt.Sprintf("a JSON %s where %s belongs", typ.Value, want)
+		}
+		return fmt.Sprintf("%s must be %s, not a JSON %s", typ.Field, want, typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON ends too early"
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
 // quoteShort quotes s for an error text, cut to 40 bytes.
