@@ -36,6 +36,7 @@ func (s *Server) clientRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /client/live.js", serveEmbedded("live.js", nil))
 	mux.Handle("GET /client/live.css", serveEmbedded("live.css", nil))
 	mux.Handle("GET /client/console.js", serveEmbedded("console.js", nil))
+	mux.Handle("GET /client/live-boot.js", serveEmbedded("live-boot.js", nil))
 }
 
 // serveEmbedded serves one file of the clientjs package with its ETag

@@ -10,7 +10,7 @@ import (
 	"path"
 )
 
-//go:embed airlay.js airlay.d.ts live.html live.js live.css console.js
+//go:embed airlay.js airlay.d.ts live.html live.js live-boot.js live.css console.js
 var files embed.FS
 
 // File is one embedded file with what serving it needs.
@@ -29,7 +29,7 @@ var contentTypes = map[string]string{
 }
 
 // Get returns the embedded file name ("airlay.js", "airlay.d.ts",
-// "live.html", "live.js", "live.css", "console.js").
+// "live.html", "live.js", "live-boot.js", "live.css", "console.js").
 func Get(name string) (File, bool) {
 	data, err := files.ReadFile(name)
 	if err != nil {

@@ -50,7 +50,7 @@ func TestModuleServed(t *testing.T) {
 func TestLivePage(t *testing.T) {
 	t.Parallel()
 	off := startServer(t, nil)
-	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css", "/client/console.js"} {
+	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css", "/client/console.js", "/client/live-boot.js"} {
 		if resp, body := off.Get(p, nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"code":5`) {
 			t.Errorf("live_page off: GET %s answered %d %s, want 404", p, resp.StatusCode, body)
 		}
@@ -73,7 +73,7 @@ func TestLivePage(t *testing.T) {
 	if !strings.Contains(string(body), `type="password"`) {
 		t.Error("the token field is not a password field")
 	}
-	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css", "/client/console.js", server.ClientJSPath, "/api/config"} {
+	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css", "/client/console.js", "/client/live-boot.js", server.ClientJSPath, "/api/config"} {
 		resp, body := on.Get(p, nil)
 		if resp.StatusCode != 200 {
 			t.Errorf("GET %s: %d", p, resp.StatusCode)

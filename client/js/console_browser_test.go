@@ -15,6 +15,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -246,6 +248,9 @@ func TestBrowserConsole(t *testing.T) {
 		t.Error("the live page shows a secret")
 	}
 
+	if strings.Contains(eval[string](t, ctx, `document.body.innerText`), "did not start") {
+		t.Error("the page says its scripts did not start")
+	}
 	consoleShot(t, ctx, "console.png")
 
 	// The MongoDB fields (the Go tests check that the server fills them:
@@ -360,4 +365,32 @@ func deadAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// Behind a proxy that does not pass the Host header, the server takes the
+// live page for another origin and refuses its module import: the page
+// says so instead of staying dead.
+func TestBrowserLivePageRefusedBehindProxy(t *testing.T) {
+	t.Parallel()
+	ctx := newBrowser(t, 30*time.Second)
+	s := startServer(t, func(cfg *server.Config, _ string) {
+		cfg.LivePage = true
+		cfg.AllowedOrigins = []string{"https://app.example"}
+	})
+	target, _ := url.Parse(s.URL())
+	proxy := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target) // and Host becomes the server's: what a proxy without "proxy_set_header Host" does
+	}})
+	defer proxy.Close()
+	if err := chromedp.Do(ctx, chromedp.Navigate(proxy.URL+server.LivePagePath)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, ctx, "the page to say it did not start", `document.getElementById("hint").textContent.includes("did not start")`)
+	got := text(t, ctx, "console-status")
+	t.Logf("the page says: %s", got)
+	for _, want := range []string{"This page's scripts did not start.", `The server refuses it: origin "` + proxy.URL + `" is not in allowed_origins (HTTP 403).`, "(" + proxy.URL + ")", "pass the Host header"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the page says %q, want it to contain %q", got, want)
+		}
+	}
 }

@@ -77,6 +77,7 @@ function onEvent(e) {
 }
 
 async function main() {
+  window.airlayLiveStarted = true; // live-boot.js reports a page whose modules never ran
   try {
     const r = await fetch("/api/config", { cache: "no-store" });
     const cfg = await r.json();
