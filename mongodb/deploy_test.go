@@ -180,3 +180,61 @@ func TestDeployQueriesNameExportedMetrics(t *testing.T) {
 	// up is Prometheus's own series about each scrape.
 	check("prometheus/alerts.yml", ruleExprs(t, filepath.Join(root, "prometheus", "alerts.yml")), map[string]bool{"up": true})
 }
+
+// The dashboard is one Grafana can import: a data source input, panels
+// with unique ids, a place on the grid, and targets with an expr and a
+// refId of their own.
+func TestDashboardShape(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "airlay.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Inputs []struct {
+			Name     string `json:"name"`
+			PluginID string `json:"pluginId"`
+		} `json:"__inputs"`
+		Title         string `json:"title"`
+		UID           string `json:"uid"`
+		SchemaVersion int    `json:"schemaVersion"`
+		Panels        []struct {
+			ID         int    `json:"id"`
+			Type       string `json:"type"`
+			Title      string `json:"title"`
+			Datasource *struct {
+				UID string `json:"uid"`
+			} `json:"datasource"`
+			GridPos struct{ H, W, X, Y int } `json:"gridPos"`
+			Targets []struct {
+				Expr  string `json:"expr"`
+				RefID string `json:"refId"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Title == "" || d.UID == "" || d.SchemaVersion < 30 || len(d.Inputs) != 1 || d.Inputs[0].Name != "DS_PROMETHEUS" || d.Inputs[0].PluginID != "prometheus" {
+		t.Errorf("dashboard header: title %q uid %q schema %d inputs %+v", d.Title, d.UID, d.SchemaVersion, d.Inputs)
+	}
+	ids := map[int]bool{}
+	for _, p := range d.Panels {
+		if ids[p.ID] || p.Title == "" || p.GridPos.W <= 0 || p.GridPos.H <= 0 || p.GridPos.X+p.GridPos.W > 24 {
+			t.Errorf("panel %d %q: duplicate id, no title or off the grid (%+v)", p.ID, p.Title, p.GridPos)
+		}
+		ids[p.ID] = true
+		if p.Type == "row" {
+			continue
+		}
+		if p.Datasource == nil || p.Datasource.UID != "${DS_PROMETHEUS}" || len(p.Targets) == 0 {
+			t.Errorf("panel %q: data source %+v, %d targets", p.Title, p.Datasource, len(p.Targets))
+		}
+		refs := map[string]bool{}
+		for _, tg := range p.Targets {
+			if tg.Expr == "" || tg.RefID == "" || refs[tg.RefID] {
+				t.Errorf("panel %q: target %+v", p.Title, tg)
+			}
+			refs[tg.RefID] = true
+		}
+	}
+}
