@@ -175,7 +175,10 @@ func TestBrowserConsole(t *testing.T) {
 	}
 	t.Logf("during the load the page showed events in %v /s, deliveries out %v /s", ins, outs)
 	for i := range ins {
-		if ins[i] < rate*0.6 || ins[i] > rate*1.4 || outs[i] < 4*rate*0.6 || outs[i] > 4*rate*1.4 {
+		// A second's rate on a shared machine: a stall of the publisher
+		// shows as a dip and the catch-up as a peak, hence the margin; the
+		// totals below are exact.
+		if ins[i] < rate*0.5 || ins[i] > rate*1.5 || outs[i] < 4*rate*0.5 || outs[i] > 4*rate*1.5 {
 			t.Errorf("rates on the page: in %v, out %v; want about %d and %d", ins[i], outs[i], rate, 4*rate)
 		}
 	}
@@ -199,7 +202,8 @@ func TestBrowserConsole(t *testing.T) {
 	// The slow consumer: large events to issue2, whose only connection
 	// never reads, until the server closes it (bounded).
 	big := strings.Repeat("x", 30<<10)
-	for i := 0; i < 400 && consoleSnapshot(t, s)["slow_consumer_closes_total"] == 0.0; i++ {
+	slowUntil := time.Now().Add(30 * time.Second)
+	for i := 0; i < 400 && time.Now().Before(slowUntil) && consoleSnapshot(t, s)["slow_consumer_closes_total"] == 0.0; i++ {
 		s.Publish(`{"type":"issueUpdate","id":"` + issue2 + `","data":["` + big + `"]}`)
 	}
 	waitJS(t, ctx, "the slow-consumer close", `document.getElementById("stat-slow").textContent === "1" && document.getElementById("stat-connections").textContent === "4"`)
