@@ -1,7 +1,9 @@
 # Build: docker build -t airlay .
 # Run:   docker run -p 8081:8081 -v "$PWD/config.ini:/etc/airlay/config.ini:ro" \
 #          -v "$PWD/jwt.pem:/etc/airlay/jwt.pem:ro" airlay
-# The config is mounted from outside; in it, use address = 0.0.0.0.
+# The config is mounted from outside; in it, use address = 0.0.0.0. The
+# container runs as uid 65532: the mounted files must be readable by it
+# (chmod 644; under umask 077 new files are 0600).
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
@@ -20,5 +22,9 @@ COPY --from=build /out/airlay-cli /usr/local/bin/airlay-cli
 WORKDIR /etc/airlay
 USER nonroot:nonroot
 EXPOSE 8081
+# No shell or curl here: the binary asks its own /healthz. It reads the
+# port from /etc/airlay/config.ini (the working directory's config.ini).
+HEALTHCHECK --interval=10s --timeout=4s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/airlay-cli", "web_socket", "health", "--config", "/etc/airlay/config.ini", "--timeout", "3s"]
 ENTRYPOINT ["/usr/local/bin/airlay-cli", "web_socket", "server"]
 CMD ["--config", "/etc/airlay/config.ini"]

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -183,7 +185,7 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 	switch body[0] {
 	case '[':
 		if err := dec.Decode(&ws); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+			return nil, fmt.Errorf("%w: %s", ErrInvalidRequest, jsonError(err))
 		}
 		if len(ws) == 0 {
 			return nil, fmt.Errorf("%w: no events", ErrInvalidRequest)
@@ -194,19 +196,19 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 	case '{':
 		ws = make([]wireEvent, 1)
 		if err := dec.Decode(&ws[0]); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+			return nil, fmt.Errorf("%w: %s", ErrInvalidRequest, jsonError(err))
 		}
 	default:
 		return nil, fmt.Errorf("%w: the body is an event object or an array of them", ErrInvalidRequest)
 	}
 	if len(bytes.TrimSpace(body[dec.InputOffset():])) != 0 {
-		return nil, fmt.Errorf("%w: data after the events", ErrInvalidRequest)
+		return nil, fmt.Errorf("%w: the body goes on after its first JSON value (several events go in one JSON array)", ErrInvalidRequest)
 	}
 	evs := make([]Event, len(ws))
 	for i := range ws {
 		if err := ws[i].event(&evs[i]); err != nil {
 			if len(ws) > 1 {
-				return nil, fmt.Errorf("event %d: %w", i, err)
+				return nil, fmt.Errorf("event %d (counting from 0): %w", i, err)
 			}
 			return nil, err
 		}
@@ -218,7 +220,10 @@ func ParsePublish(body []byte, maxEvents int) ([]Event, error) {
 func (w *wireEvent) event(e *Event) error {
 	t, ok := ParseType(w.Type)
 	if !ok {
-		return fmt.Errorf("%w: unknown event type", ErrInvalidRequest)
+		if w.Type == "" {
+			return fmt.Errorf("%w: type is missing", ErrInvalidRequest)
+		}
+		return fmt.Errorf("%w: unknown event type %s", ErrInvalidRequest, quoteShort(w.Type))
 	}
 	e.Type = t
 	if t.PerUser() {
@@ -226,25 +231,25 @@ func (w *wireEvent) event(e *Event) error {
 			return fmt.Errorf("%w: notification needs user", ErrInvalidRequest)
 		}
 		if e.User, ok = NormalizeID(*w.User); !ok {
-			return fmt.Errorf("%w: user is not an ObjectId", ErrInvalidRequest)
+			return fmt.Errorf("%w: user %s is not an ObjectId (24 hex digits)", ErrInvalidRequest, quoteShort(*w.User))
 		}
 		if w.ID != nil {
 			e.ID = *w.ID
 		}
 	} else {
 		if w.User != nil {
-			return fmt.Errorf("%w: user is only allowed for notification", ErrInvalidRequest)
+			return fmt.Errorf("%w: user is only allowed for notification, not for %s", ErrInvalidRequest, w.Type)
 		}
 		if w.ID == nil {
-			return fmt.Errorf("%w: id is required", ErrInvalidRequest)
+			return fmt.Errorf("%w: id is required for %s", ErrInvalidRequest, w.Type)
 		}
 		if e.ID, ok = NormalizeID(*w.ID); !ok {
-			return fmt.Errorf("%w: id is not an ObjectId", ErrInvalidRequest)
+			return fmt.Errorf("%w: id %s of %s is not an ObjectId (24 hex digits)", ErrInvalidRequest, quoteShort(*w.ID), w.Type)
 		}
 	}
 	if w.Data != nil {
 		if w.Data[0] != '[' {
-			return fmt.Errorf("%w: data must be an array", ErrInvalidRequest)
+			return fmt.Errorf("%w: data must be a JSON array", ErrInvalidRequest)
 		}
 		e.Data = w.Data
 		if bytes.ContainsAny(w.Data, " \t\r\n") {
@@ -256,6 +261,38 @@ func (w *wireEvent) event(e *Event) error {
 		}
 	}
 	return nil
+}
+
+// jsonError words a decoding error of a publish body for its caller:
+// where the JSON is broken, or which field has the wrong kind of value
+// (without encoding/json's Go type names).
+func jsonError(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("invalid JSON at byte %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
+	case errors.As(err, &typ):
+		want := map[string]string{"string": "a string", "[]events.wireEvent": "an array of events", "events.wireEvent": "an event object"}[typ.Type.String()]
+		if want == "" {
+			want = "another kind of value"
+		}
+		if typ.Field == "" {
+			return fmt.Sprintf("a JSON %s where %s belongs", typ.Value, want)
+		}
+		return fmt.Sprintf("%s must be %s, not a JSON %s", typ.Field, want, typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON ends too early"
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// quoteShort quotes s for an error text, cut to 40 bytes.
+func quoteShort(s string) string {
+	if len(s) > 40 {
+		return fmt.Sprintf("%q...", s[:40])
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // appendString appends s as a JSON string. s must be valid UTF-8.

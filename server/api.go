@@ -17,10 +17,61 @@ import (
 
 // writeAnswer writes the contract's answer {"status","message","code"}.
 func writeAnswer(w http.ResponseWriter, status int, message string, code events.Code) {
+	writeError(w, status, message, code, "")
+}
+
+// writeError writes an answer with "detail": one line saying what exactly
+// was wrong. A detail never holds a secret or a token; it may quote a
+// field name or an event type the caller sent.
+func writeError(w http.ResponseWriter, status int, message string, code events.Code, detail string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(events.AppendAnswer(nil, status, message, code), '\n'))
+	b := events.AppendAnswer(nil, status, message, code)
+	if detail != "" {
+		d, _ := json.Marshal(detail)
+		b = append(append(append(b[:len(b)-1], `,"detail":`...), d...), '}')
+	}
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// detailOf is the detail of a refused request: err without the sentinel's
+// words, which the message already says.
+func detailOf(err error) string {
+	d := strings.Replace(err.Error(), events.ErrInvalidRequest.Error()+": ", "", 1)
+	d = strings.Replace(d, "json: ", "", 1)
+	if len(d) > 300 {
+		d = d[:300] + "..."
+	}
+	return d
+}
+
+// detailPath is a request path for a detail, cut to 100 bytes.
+func detailPath(p string) string {
+	if len(p) > 100 {
+		return strconv.Quote(p[:100]) + "..."
+	}
+	return strconv.Quote(p)
+}
+
+// originAllowed reports whether the request may come from its Origin: no
+// Origin (not a browser), the server's own origin (a page this server
+// served, such as /live: same-origin, not a cross-origin request), or one
+// in allowed_origins.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	return origin == "" || sameOrigin(r, origin) || s.cfg.OriginAllowed(origin)
+}
+
+// sameOrigin reports whether origin is the one the request was sent to:
+// its scheme (https when the connection or the proxy's X-Forwarded-Proto
+// says so) and its Host.
+func sameOrigin(r *http.Request, origin string) bool {
+	scheme := "http"
+	if r.TLS != nil || strings.EqualFold(strings.TrimSpace(strings.Split(r.Header.Get("X-Forwarded-Proto"), ",")[0]), "https") {
+		scheme = "https"
+	}
+	return r.Host != "" && strings.EqualFold(origin, scheme+"://"+r.Host)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -31,7 +82,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // cors answers browser calls to /api/*: an allowed Origin gets CORS headers
 // and its preflight answered; another Origin gets 403. A request without
-// Origin (not from a browser) passes.
+// Origin (not from a browser) or from the server's own origin passes.
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
@@ -39,8 +90,9 @@ func (s *Server) cors(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if !s.cfg.OriginAllowed(origin) {
-			writeAnswer(w, http.StatusForbidden, "Origin not allowed", events.InvalidRequest)
+		if !s.originAllowed(r) {
+			writeError(w, http.StatusForbidden, "Origin not allowed", events.InvalidRequest,
+				"origin "+strconv.Quote(origin)+" is not in allowed_origins")
 			return
 		}
 		h := w.Header()
@@ -63,12 +115,12 @@ func (s *Server) cors(next http.Handler) http.Handler {
 // /api/files).
 func (s *Server) backendPost(w http.ResponseWriter, r *http.Request, enabled bool) bool {
 	if !enabled {
-		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
+		writeError(w, http.StatusNotFound, "Not found", events.InvalidRequest, "publish_token is empty in the server's configuration: this endpoint is off")
 		return false
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		writeAnswer(w, http.StatusMethodNotAllowed, "Method not allowed", events.InvalidRequest)
+		writeError(w, http.StatusMethodNotAllowed, "Method not allowed", events.InvalidRequest, r.Method+" is not allowed here: use POST")
 		return false
 	}
 	return s.checkBearer(w, r)
@@ -76,20 +128,25 @@ func (s *Server) backendPost(w http.ResponseWriter, r *http.Request, enabled boo
 
 // checkBearer answers 401 unless the request carries the publish token.
 func (s *Server) checkBearer(w http.ResponseWriter, r *http.Request) bool {
-	return checkSecret(w, r, s.cfg.PublishToken)
+	return checkSecret(w, r, s.cfg.PublishToken, "publish_token")
 }
 
 // checkSecret answers 401 (code 1 without a bearer token, 2 with another
-// one) unless the request carries "Authorization: Bearer <secret>".
-func checkSecret(w http.ResponseWriter, r *http.Request, secret string) bool {
-	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+// one, with a detail that says which) unless the request carries
+// "Authorization: Bearer <secret>"; name is the secret's key.
+func checkSecret(w http.ResponseWriter, r *http.Request, secret, name string) bool {
+	h := r.Header.Get("Authorization")
+	scheme, token, _ := strings.Cut(h, " ")
 	token = strings.TrimSpace(token)
-	if !strings.EqualFold(scheme, "Bearer") || token == "" {
-		writeAnswer(w, http.StatusUnauthorized, events.TokenNotSet.Message(), events.TokenNotSet)
+	switch {
+	case h == "":
+		writeError(w, http.StatusUnauthorized, events.TokenNotSet.Message(), events.TokenNotSet, "no Authorization header: send Authorization: Bearer <"+name+">")
 		return false
-	}
-	if subtle.ConstantTimeCompare([]byte(token), []byte(secret)) != 1 {
-		writeAnswer(w, http.StatusUnauthorized, events.InvalidToken.Message(), events.InvalidToken)
+	case !strings.EqualFold(scheme, "Bearer") || token == "":
+		writeError(w, http.StatusUnauthorized, events.TokenNotSet.Message(), events.TokenNotSet, "the Authorization header is not of the form Bearer <"+name+">")
+		return false
+	case subtle.ConstantTimeCompare([]byte(token), []byte(secret)) != 1:
+		writeError(w, http.StatusUnauthorized, events.InvalidToken.Message(), events.InvalidToken, "the bearer token is not this server's "+name)
 		return false
 	}
 	return true
@@ -109,11 +166,13 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 		var ne net.Error
 		switch {
 		case errors.As(err, &tooBig):
-			writeAnswer(w, http.StatusRequestEntityTooLarge, "Request too large", events.InvalidRequest)
+			writeError(w, http.StatusRequestEntityTooLarge, "Request too large", events.InvalidRequest,
+				"the body is over "+strconv.FormatInt(limit, 10)+" bytes")
 		case errors.As(err, &ne) && ne.Timeout():
-			writeAnswer(w, http.StatusRequestTimeout, "Request timeout", events.InvalidRequest)
+			writeError(w, http.StatusRequestTimeout, "Request timeout", events.InvalidRequest,
+				"the body did not arrive within "+timeout.String())
 		default:
-			writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+			writeError(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest, "the body could not be read: "+err.Error())
 		}
 		return nil, false
 	}
@@ -155,7 +214,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if waitSet {
 		secs, err := strconv.ParseFloat(r.URL.Query().Get("wait"), 64)
 		if err != nil || math.IsNaN(secs) || secs < 0 || secs > 60 {
-			writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+			writeError(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest, "wait must be a number of seconds from 0 to 60")
 			return
 		}
 		wait = time.Duration(secs * float64(time.Second))
@@ -164,7 +223,8 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	if keySet {
 		key = r.Header.Get("Idempotency-Key")
 		if len(r.Header.Values("Idempotency-Key")) > 1 || !events.ValidIdempotencyKey(key) {
-			writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+			writeError(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest,
+				"Idempotency-Key must be given once, 1 to 128 printable ASCII characters")
 			return
 		}
 	}
@@ -175,7 +235,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	evs, err := events.ParsePublish(body, s.cfg.MaxPublishEvents)
 	if err != nil {
 		s.log.Debug("publish refused", "err", err)
-		writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+		writeError(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest, detailOf(err))
 		return
 	}
 	var tr *events.Tracker
@@ -185,7 +245,8 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	dup, err := s.publish(r.Context(), key, evs, tr)
 	if err != nil {
 		s.log.Error("publish failed", "err", err, "events", len(evs), "idempotency_key", keySet)
-		writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
+		writeError(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable,
+			"the broker (MongoDB) failed: the events may or may not have been published; retry with the same Idempotency-Key to publish them exactly once")
 		return
 	}
 	if dup {
@@ -296,7 +357,7 @@ func (s *Server) metricsGate(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if checkSecret(w, r, s.cfg.MetricsToken) {
+		if checkSecret(w, r, s.cfg.MetricsToken, "metrics_token") {
 			next.ServeHTTP(w, r)
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -164,7 +165,7 @@ func TestAPIHealthAndUnknownPaths(t *testing.T) {
 	rec := httptest.NewRecorder()
 	e.srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	m := apiDecode(t, "readyz after shutdown", rec.Body.Bytes())
-	pubExpectAnswer(t, "readyz after shutdown", rec.Code, m, 503, 7, "Service unavailable")
+	plainExpectAnswer(t, "readyz after shutdown", rec.Code, m, 503, 7, "Service unavailable")
 }
 
 func TestAPICORS(t *testing.T) {
@@ -238,8 +239,8 @@ func TestAPICORS(t *testing.T) {
 		resp, b = apiCall(e, http.MethodPost, "/api/events", http.Header{"Origin": {origin}, "Authorization": {bearer}}, eventJSON("issueUpdate", issue1))
 		if resp.StatusCode != 403 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 			t.Errorf("%s: POST %d %s, want 403", origin, resp.StatusCode, b)
-		} else if m := apiDecode(t, origin, b); m["status"] != 403.0 || len(m) != 3 {
-			t.Errorf("%s: answer %v, want the shape with status 403", origin, m)
+		} else if m := apiDecode(t, origin, b); m["status"] != 403.0 || len(m) != 4 || m["detail"] != "origin "+strconv.Quote(origin)+" is not in allowed_origins" {
+			t.Errorf("%s: answer %v, want the shape with status 403 and a detail naming the origin", origin, m)
 		}
 		resp, _ = apiCall(e, http.MethodGet, "/api/config", http.Header{"Origin": {origin}}, "")
 		if resp.StatusCode != 403 {
@@ -254,6 +255,29 @@ func TestAPICORS(t *testing.T) {
 	}
 	if _, _, err := e.dialHeader(http.Header{"Origin": {app}}); err != nil {
 		t.Errorf("/ws from %s: %v", app, err)
+	}
+
+	// The server's own origin is same-origin, not cross-origin: a page it
+	// served (/live) may use /ws and /api/* whatever allowed_origins says.
+	// The same host under another scheme is another origin.
+	own := e.base // http://127.0.0.1:PORT
+	resp, b = apiCall(e, http.MethodGet, "/api/config", http.Header{"Origin": {own}}, "")
+	if resp.StatusCode != 200 {
+		t.Errorf("GET /api/config from the server's own origin %s: %d %s", own, resp.StatusCode, b)
+	}
+	if _, _, err := e.dialHeader(http.Header{"Origin": {own}}); err != nil {
+		t.Errorf("/ws from the server's own origin %s: %v", own, err)
+	}
+	other := "https://" + strings.TrimPrefix(own, "http://")
+	if resp, _ = apiCall(e, http.MethodGet, "/api/config", http.Header{"Origin": {other}}, ""); resp.StatusCode != 403 {
+		t.Errorf("GET /api/config from %s: %d, want 403", other, resp.StatusCode)
+	}
+	if _, _, err := e.dialHeader(http.Header{"Origin": {other}}); err == nil {
+		t.Errorf("/ws from %s upgraded", other)
+	}
+	// Behind a TLS proxy that says so, https://HOST is the own origin.
+	if resp, _ = apiCall(e, http.MethodGet, "/api/config", http.Header{"Origin": {other}, "X-Forwarded-Proto": {"https"}}, ""); resp.StatusCode != 200 {
+		t.Errorf("GET /api/config from %s with X-Forwarded-Proto https: %d, want 200", other, resp.StatusCode)
 	}
 
 	// No Origin: not a browser, allowed, no CORS headers.

@@ -10,15 +10,17 @@ import (
 
 // Paths of the browser client and the live page.
 const (
-	ClientJSPath = "/client/airlay.js"
-	LivePagePath = "/live"
+	ClientJSPath    = "/client/airlay.js"
+	ClientTypesPath = "/client/airlay.d.ts" // its TypeScript declarations
+	LivePagePath    = "/live"
 )
 
 // clientRoutes adds the browser client (always) and the live page (when
 // live_page is on). Pages on other origins load the module in CORS mode, so
 // it answers like /api/*: an origin outside allowed_origins gets 403.
 func (s *Server) clientRoutes(mux *http.ServeMux) {
-	mux.Handle("GET "+ClientJSPath, s.cors(serveEmbedded("airlay.js", nil)))
+	mux.Handle("GET "+ClientJSPath, s.cors(serveEmbedded("airlay.js", func(h http.Header) { h.Set("X-TypeScript-Types", ClientTypesPath) })))
+	mux.Handle("GET "+ClientTypesPath, s.cors(serveEmbedded("airlay.d.ts", nil)))
 	if !s.cfg.LivePage {
 		return // /live and its files answer 404
 	}
@@ -33,6 +35,8 @@ func (s *Server) clientRoutes(mux *http.ServeMux) {
 	mux.Handle("GET "+LivePagePath, serveEmbedded("live.html", page))
 	mux.Handle("GET /client/live.js", serveEmbedded("live.js", nil))
 	mux.Handle("GET /client/live.css", serveEmbedded("live.css", nil))
+	mux.Handle("GET /client/console.js", serveEmbedded("console.js", nil))
+	mux.Handle("GET /client/live-boot.js", serveEmbedded("live-boot.js", nil))
 }
 
 // serveEmbedded serves one file of the clientjs package with its ETag

@@ -639,7 +639,7 @@ func (s *Server) handleFileUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.log.Debug("upload refused", "err", fmt.Errorf("name: %w", err))
-		writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+		writeError(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest, "the query parameter name: "+err.Error())
 		return
 	}
 	name := q.Get("name")
@@ -654,18 +654,23 @@ func (s *Server) handleFileUpload(w http.ResponseWriter, r *http.Request) {
 			Expires: f.expires.UTC().Format(time.RFC3339),
 		})
 	case errors.Is(err, errFileTooLarge):
-		writeAnswer(w, http.StatusRequestEntityTooLarge, "Request too large", events.InvalidRequest)
+		writeError(w, http.StatusRequestEntityTooLarge, "Request too large", events.InvalidRequest,
+			"the file is over max_file_bytes ("+strconv.FormatInt(s.cfg.MaxFileBytes, 10)+" bytes)")
 	case errors.Is(err, errStoreFull), errors.Is(err, errDiskFull):
 		s.log.Warn("upload refused", "err", err)
-		writeAnswer(w, http.StatusInsufficientStorage, "Insufficient storage", events.Unavailable)
+		detail := "the store of temporary files is full (max_files or max_files_bytes); retry later"
+		if errors.Is(err, errDiskFull) {
+			detail = "the disk of files_dir is full; retry later"
+		}
+		writeError(w, http.StatusInsufficientStorage, "Insufficient storage", events.Unavailable, detail)
 	case errors.Is(err, errUploadCut):
 		s.log.Info("upload cut off", "err", err)
-		writeAnswer(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest)
+		writeError(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest, "the body ended before its Content-Length, or stalled for 60 s")
 	case errors.Is(err, errStoreClosed):
-		writeAnswer(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable)
+		writeError(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable, "the server is shutting down")
 	default:
 		s.log.Error("upload failed", "err", err)
-		writeAnswer(w, http.StatusInternalServerError, "Internal error", events.Unavailable)
+		writeError(w, http.StatusInternalServerError, "Internal error", events.Unavailable, "the file could not be written (the server's log says why)")
 	}
 }
 

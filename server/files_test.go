@@ -251,7 +251,7 @@ func TestFilesMisses(t *testing.T) {
 	if err := json.Unmarshal(want, &m); err != nil {
 		t.Fatal(err)
 	}
-	pubExpectAnswer(t, "miss", 404, m, 404, 5, "Not found")
+	plainExpectAnswer(t, "miss", 404, m, 404, 5, "Not found")
 	if resp, _ := e.download(http.MethodGet, u, nil); resp.StatusCode != 200 {
 		t.Errorf("the file itself: %d", resp.StatusCode)
 	}

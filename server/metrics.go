@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"runtime"
 	"strconv"
 
 	"github.com/airlay/airlay/auth"
@@ -61,6 +62,15 @@ func newMetrics(hub *events.Hub, verifier *auth.Verifier, extra []prometheus.Col
 		func() float64 { return float64(verifier.RSAVerifications()) }))
 	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_publish_duplicates_total", Help: "POST /api/events answered 200 duplicate: an Idempotency-Key seen within idempotency_window; nothing published."})
 	f(m.duplicates)
+	// airlay_build_info{version,goversion} 1: which build runs (a
+	// dashboard's version panel, an alert on mixed versions).
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "airlay_build_info",
+		Help:        "Always 1; the labels say which build of airlay runs.",
+		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	f(buildInfo)
 	for _, c := range extra {
 		f(c)
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,11 +30,28 @@ func pubExpectAnswer(t *testing.T, what string, status int, m map[string]any, wa
 		t.Errorf("%s: HTTP %d, want %d (answer %v)", what, status, wantStatus, m)
 		return
 	}
-	if len(m) != 3 {
-		t.Errorf("%s: answer %v, want exactly status, message, code", what, m)
+	// An error answer says what was wrong in "detail" (PROTOCOL.md).
+	want := 3
+	if status != 200 {
+		want = 4
+		if d, _ := m["detail"].(string); d == "" {
+			t.Errorf("%s: answer %v has no detail", what, m)
+		}
+	}
+	if len(m) != want {
+		t.Errorf("%s: answer %v, want exactly status, message, code (and detail on an error)", what, m)
 	}
 	if m["status"] != float64(status) || m["code"] != float64(wantCode) || m["message"] != wantMsg {
 		t.Errorf("%s: answer %v, want status %d code %d message %q", what, m, status, wantCode, wantMsg)
+	}
+}
+
+// plainExpectAnswer checks an answer outside /api/* (/readyz, /files/):
+// exactly status, message, code.
+func plainExpectAnswer(t *testing.T, what string, status int, m map[string]any, wantStatus, wantCode int, wantMsg string) {
+	t.Helper()
+	if len(m) != 3 || status != wantStatus || m["status"] != float64(status) || m["code"] != float64(wantCode) || m["message"] != wantMsg {
+		t.Errorf("%s: HTTP %d %v, want %d with exactly status, message %q, code %d", what, status, m, wantStatus, wantMsg, wantCode)
 	}
 }
 
@@ -147,6 +165,52 @@ func TestPublishRefused(t *testing.T) {
 			continue
 		}
 		pubExpectAnswer(t, tc.name, status, m, tc.status, tc.code, tc.message)
+	}
+}
+
+// A refused publish says in "detail" what exactly was wrong: which field of
+// which event, which limit; never the bearer it was sent.
+func TestPublishErrorDetails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *Config) { c.MaxPublishBytes = 200; c.MaxPublishEvents = 2 })
+	disabled := newEnv(t, func(c *Config) { c.PublishToken = "" })
+	good := eventJSON("issueUpdate", issue1)
+	bearer := "Bearer " + testPublishToken
+	for _, tc := range []struct {
+		name, authz, query, body, detail string
+		env                              *testEnv
+	}{
+		{"typo'd field", bearer, "", `{"type":"issueUpdate","idd":"` + issue1 + `"}`, `unknown field "idd"`, nil},
+		{"missing id", bearer, "", `{"type":"issueUpdate"}`, `id is required for issueUpdate`, nil},
+		{"bad id", bearer, "", eventJSON("datasetUpdate", "42"), `id "42" of datasetUpdate is not an ObjectId (24 hex digits)`, nil},
+		{"unknown type in an array", bearer, "", "[" + good + "," + eventJSON("issueUpdated", issue2) + "]", `event 1 (counting from 0): unknown event type "issueUpdated"`, nil},
+		{"missing type", bearer, "", `{"id":"` + issue1 + `"}`, `type is missing`, nil},
+		{"notification without user", bearer, "", `{"type":"notification"}`, `notification needs user`, nil},
+		{"user on issueUpdate", bearer, "", `{"type":"issueUpdate","id":"` + issue1 + `","user":"` + userA + `"}`, `user is only allowed for notification, not for issueUpdate`, nil},
+		{"data an object", bearer, "", `{"type":"issueUpdate","id":"` + issue1 + `","data":{}}`, `data must be a JSON array`, nil},
+		{"cut JSON", bearer, "", `{"type":`, `the JSON ends too early`, nil},
+		{"broken JSON", bearer, "", `{"type":"issueUpdate","id":"` + issue1 + `","data":[1,]}`, `invalid JSON at byte 65: invalid character ']' looking for beginning of value`, nil},
+		{"id a number", bearer, "", `{"type":"issueUpdate","id":610217}`, `id must be a string, not a JSON number`, nil},
+		{"array of numbers", bearer, "", `[1]`, `a JSON number where an event object belongs`, nil},
+		{"too many events", bearer, "", "[" + good + "," + good + "," + good + "]", `more than 2 events`, nil},
+		{"too large", bearer, "", good + strings.Repeat(" ", 200), `the body is over max_publish_bytes (200 bytes)`, nil},
+		{"bad wait", bearer, "?wait=61", good, `wait must be a number of seconds from 0 to 60`, nil},
+		{"no Authorization", "", "", good, `no Authorization header: send Authorization: Bearer <publish_token>`, nil},
+		{"Basic", "Basic eDp5", "", good, `the Authorization header is not of the form Bearer <publish_token>`, nil},
+		{"wrong bearer", "Bearer " + testPublishToken + "x", "", good, `the bearer token is not this server's publish_token`, nil},
+		{"off", bearer, "", good, `publish_token is empty in the server's configuration: this endpoint is off`, disabled},
+	} {
+		env := tc.env
+		if env == nil {
+			env = e
+		}
+		status, m := pubRequest(env, http.MethodPost, "/api/events"+tc.query, tc.authz, tc.body)
+		if status == 200 || m["detail"] != tc.detail {
+			t.Errorf("%s: %d %v, want the detail %q", tc.name, status, m, tc.detail)
+		}
+		if d, _ := m["detail"].(string); strings.Contains(d, testPublishToken) {
+			t.Errorf("%s: the detail shows the publish token: %q", tc.name, d)
+		}
 	}
 }
 
@@ -463,21 +527,22 @@ func TestPublishMetrics(t *testing.T) {
 	}
 
 	want := map[string]float64{
-		`airlay_events_published_total{type="issueUpdate"}`:  3,
-		`airlay_events_published_total{type="notification"}`: 1,
-		`airlay_events_published_total{type="downloadFile"}`: 1,
-		`airlay_events_published_total{type="uploadFile"}`:   0,
-		`airlay_events_delivered_total`:                      7,
-		`airlay_delivery_latency_seconds_count`:              7,
-		`airlay_requests_total{code="0"}`:                    3,
-		`airlay_requests_total{code="1"}`:                    1,
-		`airlay_requests_total{code="5"}`:                    1,
-		`airlay_requests_total{code="2"}`:                    0,
-		`airlay_connections`:                                 2,
-		`airlay_subscriptions`:                               3,
-		`airlay_publish_requests_total{status="200"}`:        3,
-		`airlay_publish_requests_total{status="401"}`:        1,
-		`airlay_publish_requests_total{status="400"}`:        1,
+		`airlay_events_published_total{type="issueUpdate"}`:                                  3,
+		`airlay_events_published_total{type="notification"}`:                                 1,
+		`airlay_events_published_total{type="downloadFile"}`:                                 1,
+		`airlay_events_published_total{type="uploadFile"}`:                                   0,
+		`airlay_events_delivered_total`:                                                      7,
+		`airlay_delivery_latency_seconds_count`:                                              7,
+		`airlay_requests_total{code="0"}`:                                                    3,
+		`airlay_requests_total{code="1"}`:                                                    1,
+		`airlay_requests_total{code="5"}`:                                                    1,
+		`airlay_requests_total{code="2"}`:                                                    0,
+		`airlay_connections`:                                                                 2,
+		`airlay_subscriptions`:                                                               3,
+		`airlay_publish_requests_total{status="200"}`:                                        3,
+		`airlay_publish_requests_total{status="401"}`:                                        1,
+		`airlay_publish_requests_total{status="400"}`:                                        1,
+		`airlay_build_info{goversion="` + runtime.Version() + `",version="` + Version + `"}`: 1,
 	}
 	got := pubScrapeMetrics(e)
 	for series, v := range want {

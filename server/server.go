@@ -63,6 +63,7 @@ type Server struct {
 	files       *fileStore // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
 
+	started   time.Time // for the console's uptime
 	closing   atomic.Bool
 	upgrading atomic.Int64 // /ws requests not yet in conns (or failed)
 	connSeq   atomic.Uint64
@@ -87,6 +88,8 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		ready: opts.Ready,
 		hub:   events.NewHub(),
 		conns: make(map[*conn]struct{}),
+
+		started: time.Now(),
 	}
 	s.connsDrained = sync.NewCond(&s.connsMu)
 	if s.log == nil {
@@ -139,8 +142,10 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/api/events", s.handlePublish)
 	api.HandleFunc("GET /api/config", s.handleConfig)
 	api.HandleFunc("/api/files", s.handleFileUpload)
+	api.HandleFunc("GET "+ConsolePath, s.handleConsole)          // the live page's operator console
+	api.HandleFunc("GET "+ConsoleAttachedPath, s.handleAttached) // who is attached to an object
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeAnswer(w, http.StatusNotFound, "Not found", events.InvalidRequest)
+		writeError(w, http.StatusNotFound, "Not found", events.InvalidRequest, "no endpoint "+r.Method+" "+detailPath(r.URL.Path))
 	})
 	mux.Handle("/api/", s.cors(api))
 	mux.HandleFunc("GET /files/{key}/{name}", s.handleFileDownload)

@@ -29,7 +29,7 @@ func (s *Server) newMelody() *melody.Melody {
 	m.Config.WriteWait = s.cfg.WriteTimeout
 	m.Config.PingPeriod = s.cfg.PingInterval
 	m.Config.PongWait = s.cfg.PongTimeout
-	m.Upgrader.CheckOrigin = func(r *http.Request) bool { return s.cfg.OriginAllowed(r.Header.Get("Origin")) }
+	m.Upgrader.CheckOrigin = s.originAllowed // its own origin, or allowed_origins
 	// Zero sizes make gorilla reuse the 4 KiB read and write buffers that
 	// net/http allocated for the connection: they stay alive anyway (melody
 	// runs the read loop inside the HTTP handler), so separate ones would

@@ -58,7 +58,9 @@ function isOK(a) {
 /**
  * AirlayClient: one connection to the server that comes back after drops.
  * Events: "state" ({state: "open"} | {state: "close", reason: "normal" |
- * "drop", code, text, retry} | {state: "fail", error, retry}), "event"
+ * "drop", code, text, retry} | {state: "fail", error, cause, retry}, cause
+ * one of "unreachable", "origin", "refused", "unavailable", "timeout",
+ * "discovery", "url"), "event"
  * (every event), "error" (a re-attach or token refresh that failed).
  */
 export class AirlayClient {
@@ -288,8 +290,13 @@ export class AirlayClient {
       const timer = setTimeout(() => ctl.abort(), this.options.connectTimeout);
       try {
         const r = await fetch(new URL("/api/config", this.url), { signal: ctl.signal, cache: "no-store" });
-        if (!r.ok) throw new Error("GET /api/config answered " + r.status);
+        if (r.status === 403) throw new FailCause("origin", originRefused(this.url));
+        if (!r.ok) throw new FailCause("discovery", "GET /api/config answered " + r.status);
         this.config = await r.json();
+      } catch (err) {
+        if (err instanceof FailCause) throw err;
+        if (ctl.signal.aborted) throw new FailCause("timeout", "GET /api/config took longer than " + this.options.connectTimeout + " ms");
+        throw await diagnose(this.url, this.options.connectTimeout);
       } finally {
         clearTimeout(timer);
       }
@@ -307,7 +314,8 @@ export class AirlayClient {
     try {
       url = await this._wsURL();
     } catch (err) {
-      this._failed("discovery at " + this.url + " failed: " + (err && err.message ? err.message : err));
+      if (err instanceof FailCause) this._failed(err.message, err.cause);
+      else this._failed("discovery at " + this.url + " failed: " + (err && err.message ? err.message : err), "discovery");
       return;
     }
     if (this._closed) return;
@@ -315,12 +323,16 @@ export class AirlayClient {
     try {
       ws = new WebSocket(url);
     } catch (err) {
-      this._failed(String(err));
+      this._failed(String(err), "url");
       return;
     }
     this._ws = ws;
     let opened = false;
-    const timeout = setTimeout(() => ws.close(), this.options.connectTimeout);
+    let timedOut = false;
+    const timeout = setTimeout(() => {
+      timedOut = true;
+      ws.close();
+    }, this.options.connectTimeout);
     ws.onopen = () => {
       clearTimeout(timeout);
       opened = true;
@@ -359,9 +371,13 @@ export class AirlayClient {
         return;
       }
       if (!opened) {
-        this._failed(
-          "could not open " + url + " (close code " + e.code + "); the server refuses origins not in its allowed_origins",
-        );
+        // A browser does not say why a handshake failed (the status is
+        // hidden): ask the server over HTTP to tell the causes apart.
+        if (timedOut) {
+          this._failed("could not open " + url + ": no answer within " + this.options.connectTimeout + " ms", "timeout");
+          return;
+        }
+        diagnoseWS(url, this.options.connectTimeout).then((c) => this._failed("could not open " + url + ": " + c.message, c.cause));
         return;
       }
       if (this._wasOpen) this._attempt = 0;
@@ -401,10 +417,10 @@ export class AirlayClient {
     this._armRefresh();
   }
 
-  _failed(error) {
+  _failed(error, cause) {
     if (this._closed) return;
     const retry = this._nextDelay();
-    this._emit("state", { state: "fail", error, retry });
+    this._emit("state", { state: "fail", error, cause, retry });
     this._schedule(retry);
   }
 
@@ -433,6 +449,77 @@ export class AirlayClient {
       }
     }
   }
+}
+
+// --- why a connection failed ----------------------------------------------
+
+/** FailCause is a failed attempt with its cause (see "state" events). */
+class FailCause extends Error {
+  constructor(cause, message) {
+    super(message);
+    this.cause = cause;
+  }
+}
+
+function originRefused(base) {
+  const here = typeof location !== "undefined" ? location.origin : "this page's origin";
+  return "the server at " + new URL(base).origin + " refuses the origin " + here + " (not in its allowed_origins)";
+}
+
+function httpBase(url) {
+  const u = new URL(url);
+  if (u.protocol === "ws:") u.protocol = "http:";
+  if (u.protocol === "wss:") u.protocol = "https:";
+  return u.origin;
+}
+
+async function timedFetch(url, init, ms) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), ms);
+  try {
+    return await fetch(url, { ...init, signal: ctl.signal, cache: "no-store" });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * diagnose tells why GET /api/config at base failed: a no-cors request
+ * succeeds whenever the server answers at all (its answer stays opaque),
+ * so a failure there means the server cannot be reached, and a success
+ * means the server answered but the browser refused the page its answer:
+ * the origin is not allowed.
+ */
+async function diagnose(base, ms) {
+  try {
+    await timedFetch(new URL("/api/config", base), { mode: "no-cors" }, ms);
+  } catch {
+    return new FailCause("unreachable", "the server at " + new URL(base).origin + " cannot be reached (down, wrong URL, or the network)");
+  }
+  return new FailCause("origin", originRefused(base));
+}
+
+/** diagnoseWS tells why a WebSocket handshake with url failed. */
+async function diagnoseWS(url, ms) {
+  const base = httpBase(url);
+  let r;
+  try {
+    r = await timedFetch(new URL("/api/config", base), { mode: "cors" }, ms);
+  } catch {
+    return diagnose(base, ms);
+  }
+  if (r.status === 403) return new FailCause("origin", originRefused(base));
+  let ready = 0;
+  try {
+    ready = (await timedFetch(new URL("/readyz", base), { mode: "no-cors" }, ms)).status;
+  } catch {
+    // an opaque answer or none: nothing more to learn
+  }
+  if (ready === 503) return new FailCause("unavailable", "the server answers but is not ready (shutting down, or a dependency is down)");
+  return new FailCause(
+    "refused",
+    "the server answers HTTP but refused the WebSocket handshake (full: max_connections; shutting down; or a proxy does not pass WebSocket upgrades)",
+  );
 }
 
 /** connect returns a client that is connecting. */

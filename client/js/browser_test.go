@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,8 +51,13 @@ func newBrowser(t *testing.T, deadline time.Duration) context.Context {
 	t.Helper()
 	path := chromiumPath()
 	if path == "" {
-		t.Skip("SKIPPED: NO CHROMIUM. The browser client was NOT tested in a browser. " +
-			"Install it with `apt-get install -y chromium` (.ci/run does) or set AIRLAY_CHROMIUM.")
+		const why = "NO CHROMIUM: the browser client and the live page were NOT tested in a browser. " +
+			"Install it with `apt-get install -y chromium` (.ci/run does) or set AIRLAY_CHROMIUM."
+		if os.Getenv("AIRLAY_REQUIRE_CHROMIUM") != "" {
+			t.Fatal("AIRLAY_REQUIRE_CHROMIUM is set (CI sets it): " + why)
+		}
+		warnLoudly(why)
+		t.Skip("SKIPPED: " + why)
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
@@ -71,6 +77,22 @@ func newBrowser(t *testing.T, deadline time.Duration) context.Context {
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelCtx(); cancelAlloc(); cancelRoot() })
 	return ctx
+}
+
+var warnOnce sync.Once
+
+// warnLoudly tells the developer about a skip where go test cannot hide it:
+// go test ./... shows a passing package's output only with -v, so the
+// warning goes to the terminal (/dev/tty) when there is one, once.
+func warnLoudly(msg string) {
+	warnOnce.Do(func() {
+		line := "\n*** airlay client/js: " + msg + " ***\n\n"
+		if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+			_, _ = tty.WriteString(line)
+			tty.Close()
+		}
+		fmt.Fprint(os.Stderr, line)
+	})
 }
 
 // eval evaluates js in the page (awaiting a promise) into a T.
@@ -196,6 +218,8 @@ func TestBrowserClient(t *testing.T) {
 		t.Logf("the drop came with close code %d, not 1001 (see the comment above)", code)
 	}
 	waitJS(t, ctx, "a failed attempt", `log.states.some((s) => s.state === "fail")`)
+	// The server is gone: the failure says so (not "origin refused").
+	waitJS(t, ctx, "a failure with cause unreachable", `log.states.some((s) => s.state === "fail" && s.cause === "unreachable" && s.error.includes("cannot be reached"))`)
 	s.Restart()
 	waitJS(t, ctx, "open again", `log.states.filter((s) => s.state === "open").length === 2`)
 	for i, body := range []string{

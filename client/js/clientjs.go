@@ -10,7 +10,7 @@ import (
 	"path"
 )
 
-//go:embed airlay.js live.html live.js live.css
+//go:embed airlay.js airlay.d.ts live.html live.js live-boot.js live.css console.js
 var files embed.FS
 
 // File is one embedded file with what serving it needs.
@@ -25,10 +25,11 @@ var contentTypes = map[string]string{
 	".js":   "text/javascript; charset=utf-8",
 	".html": "text/html; charset=utf-8",
 	".css":  "text/css; charset=utf-8",
+	".ts":   "application/typescript; charset=utf-8",
 }
 
-// Get returns the embedded file name ("airlay.js", "live.html", "live.js",
-// "live.css").
+// Get returns the embedded file name ("airlay.js", "airlay.d.ts",
+// "live.html", "live.js", "live-boot.js", "live.css", "console.js").
 func Get(name string) (File, bool) {
 	data, err := files.ReadFile(name)
 	if err != nil {

@@ -2,6 +2,7 @@ package clientjs_test
 
 import (
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -49,7 +50,7 @@ func TestModuleServed(t *testing.T) {
 func TestLivePage(t *testing.T) {
 	t.Parallel()
 	off := startServer(t, nil)
-	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css"} {
+	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css", "/client/console.js", "/client/live-boot.js"} {
 		if resp, body := off.Get(p, nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), `"code":5`) {
 			t.Errorf("live_page off: GET %s answered %d %s, want 404", p, resp.StatusCode, body)
 		}
@@ -72,7 +73,7 @@ func TestLivePage(t *testing.T) {
 	if !strings.Contains(string(body), `type="password"`) {
 		t.Error("the token field is not a password field")
 	}
-	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css", server.ClientJSPath, "/api/config"} {
+	for _, p := range []string{server.LivePagePath, "/client/live.js", "/client/live.css", "/client/console.js", "/client/live-boot.js", server.ClientJSPath, "/api/config"} {
 		resp, body := on.Get(p, nil)
 		if resp.StatusCode != 200 {
 			t.Errorf("GET %s: %d", p, resp.StatusCode)
@@ -80,5 +81,33 @@ func TestLivePage(t *testing.T) {
 		if strings.Contains(string(body), pubTok) {
 			t.Errorf("GET %s shows the publish token", p)
 		}
+	}
+}
+
+// Every export of airlay.js is declared in airlay.d.ts (tsc in CI checks
+// the declarations themselves), and the server serves them.
+func TestTypesDeclareEveryExport(t *testing.T) {
+	t.Parallel()
+	js, _ := clientjs.Get("airlay.js")
+	dts, ok := clientjs.Get("airlay.d.ts")
+	if !ok {
+		t.Fatal("no airlay.d.ts embedded")
+	}
+	exports := regexp.MustCompile(`(?m)^export (?:async )?(?:function|class|const) (\w+)`).FindAllStringSubmatch(string(js.Data), -1)
+	if len(exports) < 5 {
+		t.Fatalf("found %d exports in airlay.js", len(exports))
+	}
+	for _, m := range exports {
+		if !regexp.MustCompile(`(?m)^export declare (?:function|class|const) ` + m[1] + `\b`).Match(dts.Data) {
+			t.Errorf("airlay.d.ts does not declare %s", m[1])
+		}
+	}
+	s := startServer(t, nil)
+	resp, body := s.Get(server.ClientTypesPath, nil)
+	if resp.StatusCode != 200 || string(body) != string(dts.Data) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/typescript") {
+		t.Errorf("GET %s: %d %q", server.ClientTypesPath, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if resp, _ := s.Get(server.ClientJSPath, nil); resp.Header.Get("X-TypeScript-Types") != server.ClientTypesPath {
+		t.Errorf("X-TypeScript-Types %q", resp.Header.Get("X-TypeScript-Types"))
 	}
 }

@@ -1,13 +1,29 @@
-// The live page: paste a token, attach, watch events. The token stays in
-// this page's memory: it is never shown, stored or sent anywhere but to this
-// server's /ws.
+// The live page: the operator console (paste the publish token: numbers,
+// charts, a publish form, who is attached to an object) and the
+// subscription debugger (paste a user's token, attach, watch events). The
+// tokens stay in this page's memory: never shown, stored or sent anywhere
+// but to this server.
 import { connect } from "./airlay.js";
+import { startConsole } from "./console.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_ROWS = 200;
 let client = null;
 let token = "";
 let count = 0;
+let pubToken = "";
+let stopConsole = null;
+
+// What the debugger's hint says for each cause of a failed connection
+// (airlay.js tells them apart).
+const CAUSES = {
+  origin: () =>
+    `The server refuses this page's origin ${location.origin}: it is not in allowed_origins (behind a proxy, pass Host and X-Forwarded-Proto).`,
+  unreachable: () => "The server cannot be reached: it is down, or the network is.",
+  refused: () => "The server answers HTTP but refuses WebSocket connections: it may be full (max_connections), or a proxy does not pass upgrades.",
+  unavailable: () => "The server is not ready: shutting down, or MongoDB is down.",
+  timeout: () => "The server does not answer in time.",
+};
 
 function row(list, text, cls) {
   const li = document.createElement("li");
@@ -61,6 +77,7 @@ function onEvent(e) {
 }
 
 async function main() {
+  window.airlayLiveStarted = true; // live-boot.js reports a page whose modules never ran
   try {
     const r = await fetch("/api/config", { cache: "no-store" });
     const cfg = await r.json();
@@ -72,7 +89,11 @@ async function main() {
     }
   } catch (err) {
     log("GET /api/config failed: " + err, true);
+    $("console-status").textContent = "GET /api/config failed: the server cannot be reached or refuses this page (" + err + ").";
+    $("console-status").className = "hint bad";
   }
+  for (const o of $("type").options) $("who-type").append(new Option(o.value, o.value));
+  setupConsole();
 
   $("connect").onsubmit = (ev) => {
     ev.preventDefault();
@@ -91,12 +112,14 @@ async function main() {
         if (s.state === "open") {
           setState("open", "open");
           $("hint").textContent = "";
+          $("hint").className = "hint";
         } else if (s.state === "close") {
           setState(s.reason === "normal" ? "closed" : "reconnecting", s.reason === "normal" ? "closed" : "connecting");
         } else {
           setState("reconnecting", "connecting");
-          $("hint").textContent =
-            `Cannot connect. If allowed_origins is restricted, it must list ${location.origin} for this page to work.`;
+          const why = CAUSES[s.cause];
+          $("hint").textContent = (why ? why() : "Cannot connect: " + s.error) + " Trying again.";
+          $("hint").className = "hint bad";
         }
         const detail = s.state === "fail" ? ": " + s.error : s.state === "close" ? ` (${s.reason}, code ${s.code || "-"})` : "";
         log(`connection ${s.state}${detail}`, s.state !== "open");
@@ -135,6 +158,124 @@ async function main() {
       log(`attach ${type} ${id}: ${err}`, true);
     }
     renderSubs();
+  };
+}
+
+function consoleElements() {
+  return {
+    connections: $("stat-connections"),
+    subscriptions: $("stat-subscriptions"),
+    in: $("stat-in"),
+    inTotal: $("stat-in-total"),
+    out: $("stat-out"),
+    outTotal: $("stat-out-total"),
+    latency: $("stat-latency"),
+    slow: $("stat-slow"),
+    stream: $("stat-stream"),
+    lag: $("stat-lag"),
+    chartConns: $("chart-conns"),
+    chartEvents: $("chart-events"),
+    chartLatency: $("chart-latency"),
+    chartSlow: $("chart-slow"),
+    chartLag: $("chart-lag"),
+  };
+}
+
+function consoleStatus(text, bad) {
+  $("console-status").textContent = text;
+  $("console-status").className = bad ? "hint bad" : "hint";
+}
+
+// answerText is an API answer for the page: the JSON, and its detail
+// first when it is an error.
+function answerText(status, body) {
+  const json = JSON.stringify(body);
+  return status === 200 ? json : `refused (HTTP ${status}): ${body.detail || body.message || ""}\n${json}`;
+}
+
+function setupConsole() {
+  $("console-auth").onsubmit = (ev) => {
+    ev.preventDefault();
+    const t = $("pubtoken").value.trim();
+    $("pubtoken").value = ""; // keep it out of the DOM
+    if (!t) {
+      consoleStatus("Paste the publish token first.", true);
+      return;
+    }
+    pubToken = t;
+    $("pubtoken").placeholder = "publish token set (paste another to replace it)";
+    if (stopConsole) stopConsole();
+    consoleStatus("Asking the server…", false);
+    stopConsole = startConsole(pubToken, consoleElements(), consoleStatus);
+    $("console-stop").disabled = false;
+    $("pub-btn").disabled = false;
+    $("who-btn").disabled = false;
+  };
+  $("console-stop").onclick = () => {
+    if (stopConsole) stopConsole();
+    stopConsole = null;
+    pubToken = "";
+    $("pubtoken").placeholder = "the server's publish_token (kept in this page only)";
+    $("console-stop").disabled = true;
+    $("pub-btn").disabled = true;
+    $("who-btn").disabled = true;
+    consoleStatus("Stopped; the publish token is forgotten.", false);
+  };
+  $("publish").onsubmit = async (ev) => {
+    ev.preventDefault();
+    if (!pubToken) return;
+    const out = $("pub-answer");
+    const q = $("pub-wait").checked ? "?wait=2" : "";
+    try {
+      const r = await fetch("/api/events" + q, {
+        method: "POST",
+        headers: { Authorization: "Bearer " + pubToken, "Content-Type": "application/json" },
+        body: $("pub-body").value,
+      });
+      const body = await r.json().catch(() => ({ message: r.statusText }));
+      out.textContent = answerText(r.status, body);
+      out.className = r.ok ? "answer" : "answer bad";
+    } catch (err) {
+      out.textContent = "The server cannot be reached: " + err;
+      out.className = "answer bad";
+    }
+  };
+  $("who").onsubmit = async (ev) => {
+    ev.preventDefault();
+    if (!pubToken) return;
+    const type = $("who-type").value;
+    const id = $("who-id").value.trim();
+    const tbody = $("who-list").tBodies[0];
+    tbody.replaceChildren();
+    try {
+      const u = new URL("/api/console/attached", location.origin);
+      u.searchParams.set("type", type);
+      u.searchParams.set("id", id);
+      const r = await fetch(u, { headers: { Authorization: "Bearer " + pubToken }, cache: "no-store" });
+      const body = await r.json().catch(() => ({ message: r.statusText }));
+      if (!r.ok) {
+        $("who-summary").textContent = answerText(r.status, body);
+        $("who-summary").className = "hint bad";
+        return;
+      }
+      const shown = body.connections.length;
+      $("who-summary").textContent =
+        `${body.total} connection${body.total === 1 ? "" : "s"} of this instance hold ${body.type} ${body.id}` +
+        (shown < body.total ? ` (the oldest ${shown} below)` : "");
+      $("who-summary").className = "hint";
+      for (const c of body.connections) {
+        const tr = document.createElement("tr");
+        for (const v of [c.conn, c.user, c.remote, c.opened, c.subscriptions]) {
+          const td = document.createElement("td");
+          td.textContent = String(v);
+          tr.append(td);
+        }
+        tbody.append(tr);
+      }
+    } catch (err) {
+      $("who-summary").textContent = "The server cannot be reached: " + err;
+      $("who-summary").className = "hint bad";
+    }
   };
 }
 

@@ -32,7 +32,12 @@ Run "airlay-cli <command> --help" for more.
 const usageWS = `usage: airlay-cli web_socket <command> [arguments]
 
 commands:
+  dev [--dir DIR] [--port N]
+                            run a complete development server: keys, publish secret,
+                            token and config in DIR (default dev), the live page on
   server [--config PATH]    run the event server (PATH defaults to config.ini)
+  health [--ready] [--url URL | --config PATH]
+                            ask a running server's /healthz (/readyz); exit 0 when 200
   token --key PRIVATE.pem --user ID [--name N] [--ttl 1h] [--issuer ISS]
                             print a development access token (RS256)
   keygen DIR                write DIR/jwt.pem and DIR/jwt-private.pem (kept if both exist)
@@ -118,6 +123,10 @@ func webSocket(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case cmd == "server":
 		return cmdServer(args[1:], stdout, stderr)
+	case cmd == "dev":
+		return cmdDev(args[1:], stdout, stderr)
+	case cmd == "health":
+		return cmdHealth(args[1:], stdout, stderr)
 	case cmd == "token":
 		return cmdToken(args[1:], stdout, stderr)
 	case cmd == "keygen":
