@@ -152,8 +152,9 @@ func checkSecret(w http.ResponseWriter, r *http.Request, secret, name string) bo
 	return true
 }
 
-// readBody reads at most limit bytes within timeout; past the limit the
-// answer is 413, past the time 408.
+// readBody reads a publish body: at most limit (max_publish_bytes) bytes
+// within timeout (body_timeout); past the limit the answer is 413, past the
+// time 408.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, bool) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(timeout))
@@ -167,10 +168,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 		switch {
 		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, "Request too large", events.InvalidRequest,
-				"the body is over "+strconv.FormatInt(limit, 10)+" bytes")
+				"the body is over max_publish_bytes ("+strconv.FormatInt(limit, 10)+" bytes)")
 		case errors.As(err, &ne) && ne.Timeout():
 			writeError(w, http.StatusRequestTimeout, "Request timeout", events.InvalidRequest,
-				"the body did not arrive within "+timeout.String())
+				"the body did not arrive within body_timeout ("+timeout.String()+")")
 		default:
 			writeError(w, http.StatusBadRequest, events.InvalidRequest.Message(), events.InvalidRequest, "the body could not be read: "+err.Error())
 		}

@@ -221,7 +221,10 @@ func (c *conn) close(d events.Disconnect) {
 // every frame already queued (answers and events), so that the answer to
 // the request that caused it arrives first. A peer that does not read lets
 // the writes time out at write_timeout, which ends the connection all the
-// same.
+// same. Not inlined: its frame would grow the reader's stack (see
+// countTokenFailure, on every request's path).
+//
+//go:noinline
 func (c *conn) closeAfterQueue(d events.Disconnect) {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
@@ -235,6 +238,8 @@ func (c *conn) closeAfterQueue(d events.Disconnect) {
 }
 
 // alive extends the read deadline: the client sent a frame.
+//
+//go:noinline
 func (c *conn) alive() {
 	_ = c.sess.WebsocketConnection().SetReadDeadline(time.Now().Add(c.srv.cfg.PongTimeout))
 }

@@ -60,6 +60,7 @@ type batchConn struct {
 	rdeadline atomic.Int64 // read deadline in force, Unix ns; 0: none
 
 	closeOnce sync.Once
+	closed    atomic.Bool // Close was called (a lingering close is under way)
 }
 
 // SetWriteDeadline is called before every frame (melody sets now plus
@@ -70,29 +71,40 @@ type batchConn struct {
 // of the time it was given early, never later. An earlier deadline, or none,
 // is always applied.
 func (b *batchConn) SetWriteDeadline(t time.Time) error {
-	return setDeadline(&b.wdeadline, t, b.Conn.SetWriteDeadline)
+	if keepDeadline(&b.wdeadline, t) {
+		return nil
+	}
+	if err := b.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	b.wdeadline.Store(unixNano(t))
+	return nil
 }
 
 // SetReadDeadline is called for every frame the client sends (any frame is
-// a sign of life), with the same rule as SetWriteDeadline.
+// a sign of life), with the same rule as SetWriteDeadline. Once the
+// connection is closing (a lingering close), only an earlier deadline is
+// applied.
 func (b *batchConn) SetReadDeadline(t time.Time) error {
-	return setDeadline(&b.rdeadline, t, b.Conn.SetReadDeadline)
-}
-
-// setDeadline applies t through set unless the deadline in force (*rec) is
-// at most an eighth of t's duration earlier than t.
-func setDeadline(rec *atomic.Int64, t time.Time, set func(time.Time) error) error {
-	ns := unixNano(t)
-	if cur := rec.Load(); ns != 0 && cur != 0 && ns >= cur {
-		if now := time.Now().UnixNano(); cur > now && ns-cur <= (ns-now)/deadlineSlack {
-			return nil
-		}
+	if keepDeadline(&b.rdeadline, t) || b.closed.Load() && !t.IsZero() && unixNano(t) > b.rdeadline.Load() {
+		return nil
 	}
-	if err := set(t); err != nil {
+	if err := b.Conn.SetReadDeadline(t); err != nil {
 		return err
 	}
-	rec.Store(ns)
+	b.rdeadline.Store(unixNano(t))
 	return nil
+}
+
+// keepDeadline reports whether the deadline in force (*rec) may stay
+// instead of t: it is at most an eighth of t's duration earlier than t.
+func keepDeadline(rec *atomic.Int64, t time.Time) bool {
+	ns, cur := unixNano(t), rec.Load()
+	if ns == 0 || cur == 0 || ns < cur {
+		return false
+	}
+	now := time.Now().UnixNano()
+	return cur > now && ns-cur <= (ns-now)/deadlineSlack
 }
 
 // SetDeadline keeps the record of both deadlines in step.
@@ -117,12 +129,15 @@ func (b *batchConn) Close() error {
 		return b.Conn.Close()
 	}
 	b.closeOnce.Do(func() {
+		b.closed.Store(true)
 		cw, ok := b.Conn.(interface{ CloseWrite() error })
 		if !ok || cw.CloseWrite() != nil {
 			_ = b.Conn.Close()
 			return
 		}
-		_ = b.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+		end := time.Now().Add(lingerTimeout)
+		_ = b.Conn.SetReadDeadline(end)
+		b.rdeadline.Store(end.UnixNano())
 		go func() {
 			// The reader of the connection may still be reading as well
 			// (it ends at the peer's close frame or the deadline); what

@@ -244,26 +244,36 @@ func isWriteTimeout(err error) bool {
 func (s *Server) wsMessage(sess *melody.Session, frame []byte) {
 	c := connOf(sess)
 	c.alive()
+	// Nothing more than this in this frame: the reader's stack keeps the
+	// size of its deepest call (see handleWS), and one more value kept
+	// across handleRequest grows it past 4 KiB.
 	c.handling.Lock()
-	defer c.handling.Unlock()
-	if c.closing.Load() {
-		return // a close frame is on its way; nothing may follow it
-	}
-	if !utf8.Valid(frame) {
+	switch {
+	case c.closing.Load():
+		// a close frame is on its way; nothing may follow it
+	case !utf8.Valid(frame):
 		c.close(events.InvalidUTF8)
-		return
+	default:
+		s.answer(sess, s.handleRequest(c, frame))
 	}
-	code := s.handleRequest(c, frame)
+	c.handling.Unlock()
+}
+
+// countTokenFailure keeps the row of code-2 answers and closes the
+// connection with 4003 after its max_token_failures-th (behind that answer
+// in the queue).
+//
+//go:noinline
+func (s *Server) countTokenFailure(c *conn, code events.Code) {
 	switch code {
 	case events.InvalidToken:
 		c.failures++
+		if c.failures >= s.cfg.MaxTokenFailures {
+			c.closeAfterQueue(events.TokenFailures)
+		}
 	case events.TokenNotSet, events.InvalidRequest:
 	default:
 		c.failures = 0
-	}
-	s.answer(sess, code)
-	if code == events.InvalidToken && c.failures >= s.cfg.MaxTokenFailures {
-		c.closeAfterQueue(events.TokenFailures)
 	}
 }
 
@@ -288,6 +298,7 @@ func (s *Server) answer(sess *melody.Session, code events.Code) {
 	if !c.awaitRoom(int32(max(1, s.cfg.SendQueue/2)), s.cfg.WriteTimeout) || c.queue.push(answerDeliveries[code], c.write) == pushFull {
 		c.slowConsumer()
 	}
+	s.countTokenFailure(c, code)
 }
 
 // handleRequest runs the checks in the contract's order: shape (5), token
