@@ -30,14 +30,20 @@ const lingerTimeout = time.Second
 const lingerBytes = 64 << 20
 
 // batchListener wraps every accepted connection in a batchConn.
-type batchListener struct{ net.Listener }
+type batchListener struct {
+	net.Listener
+	// write and read are the one duration of every write deadline
+	// (write_timeout) and read deadline (pong_timeout) but the last ones
+	// (see batchConn.SetWriteDeadline).
+	write, read time.Duration
+}
 
 func (l batchListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &batchConn{Conn: c}, nil
+	return &batchConn{Conn: c, wslack: int64(l.write / deadlineSlack), rslack: int64(l.read / deadlineSlack)}, nil
 }
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch); return &b }}
@@ -58,20 +64,26 @@ type batchConn struct {
 
 	wdeadline atomic.Int64 // write deadline in force, Unix ns; 0: none
 	rdeadline atomic.Int64 // read deadline in force, Unix ns; 0: none
+	wslack    int64        // see SetWriteDeadline; 0: every deadline is applied
+	rslack    int64
 
 	closeOnce sync.Once
 	closed    atomic.Bool // Close was called (a lingering close is under way)
 }
 
-// SetWriteDeadline is called before every frame (melody sets now plus
-// write_timeout each time, gorilla now plus 1 s for a pong), and moving the
-// socket's deadline costs a timer update in the runtime's poller. A later
-// deadline is therefore applied only once it is more than an eighth of its
-// own duration past the one in force: a write may time out up to an eighth
-// of the time it was given early, never later. An earlier deadline, or none,
-// is always applied.
+// SetWriteDeadline is called before every frame: melody sets now plus
+// write_timeout for every frame and ping, the server's ping handler the same
+// for every pong, and only a close frame, the last, gets a shorter one.
+// Moving the socket's deadline costs a timer update in the runtime's poller,
+// so a later deadline is applied only once it is more than wslack (an
+// eighth of write_timeout) past the one in force: a write may time out up to
+// an eighth of write_timeout early, never later. That holds because every
+// deadline but the last has the same duration: a shorter one (gorilla's
+// default pong deadline is 1 s) that is kept back by the slack could expire
+// before its own write, and was how pings faster than 1.25 s got healthy
+// clients dropped. An earlier deadline, or none, is always applied.
 func (b *batchConn) SetWriteDeadline(t time.Time) error {
-	if keepDeadline(&b.wdeadline, t) {
+	if keepDeadline(&b.wdeadline, t, b.wslack) {
 		return nil
 	}
 	if err := b.Conn.SetWriteDeadline(t); err != nil {
@@ -82,11 +94,12 @@ func (b *batchConn) SetWriteDeadline(t time.Time) error {
 }
 
 // SetReadDeadline is called for every frame the client sends (any frame is
-// a sign of life), with the same rule as SetWriteDeadline. Once the
+// a sign of life), always with now plus pong_timeout, and kept back by
+// rslack (an eighth of pong_timeout) as SetWriteDeadline is. Once the
 // connection is closing (a lingering close), only an earlier deadline is
 // applied.
 func (b *batchConn) SetReadDeadline(t time.Time) error {
-	if keepDeadline(&b.rdeadline, t) || b.closed.Load() && !t.IsZero() && unixNano(t) > b.rdeadline.Load() {
+	if keepDeadline(&b.rdeadline, t, b.rslack) || b.closed.Load() && !t.IsZero() && unixNano(t) > b.rdeadline.Load() {
 		return nil
 	}
 	if err := b.Conn.SetReadDeadline(t); err != nil {
@@ -97,14 +110,10 @@ func (b *batchConn) SetReadDeadline(t time.Time) error {
 }
 
 // keepDeadline reports whether the deadline in force (*rec) may stay
-// instead of t: it is at most an eighth of t's duration earlier than t.
-func keepDeadline(rec *atomic.Int64, t time.Time) bool {
+// instead of t: t is no earlier and at most slack later.
+func keepDeadline(rec *atomic.Int64, t time.Time, slack int64) bool {
 	ns, cur := unixNano(t), rec.Load()
-	if ns == 0 || cur == 0 || ns < cur {
-		return false
-	}
-	now := time.Now().UnixNano()
-	return cur > now && ns-cur <= (ns-now)/deadlineSlack
+	return ns != 0 && cur != 0 && ns >= cur && ns-cur <= slack
 }
 
 // SetDeadline keeps the record of both deadlines in step.

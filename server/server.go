@@ -160,7 +160,7 @@ func (s *Server) Handler() http.Handler {
 // shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("listening", "addr", ln.Addr().String(), "version", Version) // the mode is logged by cmd, which wires MongoDB
-	err := s.http.Serve(batchListener{Listener: ln})
+	err := s.http.Serve(batchListener{Listener: ln, write: s.cfg.WriteTimeout, read: s.cfg.PongTimeout})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -121,12 +121,13 @@ func (s *Server) wsConnect(sess *melody.Session) {
 	c.timer = time.AfterFunc(s.cfg.AuthTimeout, c.expire)
 	c.mu.Unlock()
 	// Any frame is a sign of life: melody extends the read deadline for a
-	// pong, wsMessage for a request, this for a ping (then answers it as
-	// gorilla's default handler does).
+	// pong, wsMessage for a request, this for a ping. It then answers as
+	// gorilla's default handler does, but with the write deadline of every
+	// other frame (write_timeout, not 1 s: see batchConn.SetWriteDeadline).
 	ws := sess.WebsocketConnection()
 	ws.SetPingHandler(func(data string) error {
 		c.alive()
-		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.cfg.WriteTimeout))
 		var ne net.Error
 		if err == websocket.ErrCloseSent || errors.As(err, &ne) && ne.Timeout() {
 			return nil
