@@ -8,7 +8,7 @@ package server
 //	go test -run TestAdversary -v ./server/
 //
 // The figures of BENCHMARKS.md ("Hostile clients") come from the same
-// scenarios at full length: go test -run TestAdversaryFigures -adversary.figures -v ./server/
+// scenarios at full length: go test -run TestAdversaryFigures -v ./server/ -adversary.figures
 
 import (
 	"bufio"
