@@ -773,15 +773,63 @@ func TestAdversaryFigures(t *testing.T) {
 
 	// The flood: 4 sockets, forged tokens as fast as the server answers,
 	// a new connection as soon as one is closed.
-	stop := make(chan struct{})
-	var conns, maxLife atomic.Int64
-	var fwg sync.WaitGroup
 	bad := forged(t, e)
+	rsaBefore := e.srv.verifier.RSAVerifications()
+	stop := make(chan struct{})
+	flood := startFlood(e, bad, 0, stop)
+	flooded := measure(phase)
+	close(stop)
+	conns, maxLife := flood()
+	rsa := e.srv.verifier.RSAVerifications() - rsaBefore
+
+	// CPU of one attacker connection: the flood alone (each sends exactly
+	// max_token_failures frames), server and attacker in this one process
+	// (an upper bound of the server's share).
+	cpu0 := processCPU(t)
+	t0 := time.Now()
+	stop = make(chan struct{})
+	flood = startFlood(e, bad, e.cfg.MaxTokenFailures, stop)
+	time.Sleep(phase)
+	close(stop)
+	alone, _ := flood()
+	cpuPerConn := (processCPU(t) - cpu0) / time.Duration(max(1, alone))
+	floodSecs := time.Since(t0).Seconds()
+
+	t.Logf("healthy p50/p99 without flood: %v / %v (%d deliveries)", pct(quiet, .5), pct(quiet, .99), len(quiet))
+	t.Logf("healthy p50/p99 with flood:    %v / %v (%d deliveries); p99 ratio %.2f", pct(flooded, .5), pct(flooded, .99), len(flooded), float64(pct(flooded, .99))/float64(max(1, pct(quiet, .99))))
+	t.Logf("flood: %d connections, %d RSA verifications (%.1f per connection), longest life %v",
+		conns, rsa, float64(rsa)/float64(max(1, conns)), maxLife)
+	t.Logf("attacker connection alone: %d in %.1fs, %v of CPU each (server and attacker together)", alone, floodSecs, cpuPerConn)
+	if maxLife > time.Second {
+		t.Errorf("a flooder lived %v, want under a second", maxLife)
+	}
+	if conns == 0 || rsa > int64(e.cfg.MaxTokenFailures)*conns {
+		t.Errorf("%d RSA verifications for %d flood connections, want at most %d each", rsa, conns, e.cfg.MaxTokenFailures)
+	}
+	if logFlood > 0 {
+		held := e.dial() // max_connections: fill it, then flood refused upgrades
+		_ = held
+		e.srv.cfg.MaxConnections = int(e.srv.connCount.Load())
+		before := strings.Count(e.logs.String(), "\n")
+		refused := floodUpgrades(t, e, 4, logFlood)
+		lines := strings.Count(e.logs.String(), "\n") - before
+		t.Logf("refused upgrades: %d in %v from 4 keep-alive sockets, %d log lines", refused, logFlood, lines)
+	}
+	// The healthy readers end with their connections, at the cleanup.
+}
+
+// startFlood starts 4 sockets that each connect, send token as an attach
+// (perConn times, or without end when 0) and read until the server closes
+// them, then connect again, until stop is closed. The func it returns waits
+// for them and gives the number of connections and the longest one's life.
+func startFlood(e *testEnv, token string, perConn int, stop <-chan struct{}) func() (conns int64, longest time.Duration) {
+	var n, maxLife atomic.Int64
+	var wg sync.WaitGroup
+	frame := []byte(request(token, "attach", "issueUpdate", issue1))
 	for range 4 {
-		fwg.Add(1)
+		wg.Add(1)
 		go func() {
-			defer fwg.Done()
-			frame := []byte(request(bad, "attach", "issueUpdate", issue1))
+			defer wg.Done()
 			for {
 				select {
 				case <-stop:
@@ -792,12 +840,18 @@ func TestAdversaryFigures(t *testing.T) {
 				if err != nil {
 					continue
 				}
-				conns.Add(1)
+				n.Add(1)
 				start := time.Now()
-				go func() {
-					for ws.WriteMessage(websocket.TextMessage, frame) == nil {
+				if perConn == 0 {
+					go func() {
+						for ws.WriteMessage(websocket.TextMessage, frame) == nil {
+						}
+					}()
+				} else {
+					for range perConn {
+						_ = ws.WriteMessage(websocket.TextMessage, frame)
 					}
-				}()
+				}
 				for {
 					if _, _, err := ws.ReadMessage(); err != nil {
 						break
@@ -810,73 +864,10 @@ func TestAdversaryFigures(t *testing.T) {
 			}
 		}()
 	}
-	rsaBefore := e.srv.verifier.RSAVerifications()
-	flooded := measure(phase)
-	close(stop)
-	fwg.Wait()
-	rsa := e.srv.verifier.RSAVerifications() - rsaBefore
-
-	// CPU of one attacker connection: the flood alone, server and attacker
-	// in this one process (an upper bound of the server's share).
-	stop = make(chan struct{})
-	var alone atomic.Int64
-	cpu0 := processCPU(t)
-	t0 := time.Now()
-	for range 4 {
-		fwg.Add(1)
-		go func() {
-			defer fwg.Done()
-			frame := []byte(request(bad, "attach", "issueUpdate", issue1))
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ws, _, err := websocket.DefaultDialer.Dial(e.ws, nil)
-				if err != nil {
-					continue
-				}
-				alone.Add(1)
-				for range e.cfg.MaxTokenFailures {
-					_ = ws.WriteMessage(websocket.TextMessage, frame)
-				}
-				for {
-					if _, _, err := ws.ReadMessage(); err != nil {
-						break
-					}
-				}
-				ws.Close()
-			}
-		}()
+	return func() (int64, time.Duration) {
+		wg.Wait()
+		return n.Load(), time.Duration(maxLife.Load())
 	}
-	time.Sleep(phase)
-	close(stop)
-	fwg.Wait()
-	cpuPerConn := (processCPU(t) - cpu0) / time.Duration(max(1, alone.Load()))
-	floodSecs := time.Since(t0).Seconds()
-
-	t.Logf("healthy p50/p99 without flood: %v / %v (%d deliveries)", pct(quiet, .5), pct(quiet, .99), len(quiet))
-	t.Logf("healthy p50/p99 with flood:    %v / %v (%d deliveries); p99 ratio %.2f", pct(flooded, .5), pct(flooded, .99), len(flooded), float64(pct(flooded, .99))/float64(max(1, pct(quiet, .99))))
-	t.Logf("flood: %d connections, %d RSA verifications (%.1f per connection), longest life %v",
-		conns.Load(), rsa, float64(rsa)/float64(max(1, conns.Load())), time.Duration(maxLife.Load()))
-	t.Logf("attacker connection alone: %d in %.1fs, %v of CPU each (server and attacker together)", alone.Load(), floodSecs, cpuPerConn)
-	if life := time.Duration(maxLife.Load()); life > time.Second {
-		t.Errorf("a flooder lived %v, want under a second", life)
-	}
-	if conns.Load() == 0 || rsa > int64(e.cfg.MaxTokenFailures)*conns.Load() {
-		t.Errorf("%d RSA verifications for %d flood connections, want at most %d each", rsa, conns.Load(), e.cfg.MaxTokenFailures)
-	}
-	if logFlood > 0 {
-		held := e.dial() // max_connections: fill it, then flood refused upgrades
-		_ = held
-		e.srv.cfg.MaxConnections = int(e.srv.connCount.Load())
-		before := strings.Count(e.logs.String(), "\n")
-		refused := floodUpgrades(t, e, 4, logFlood)
-		lines := strings.Count(e.logs.String(), "\n") - before
-		t.Logf("refused upgrades: %d in %v from 4 keep-alive sockets, %d log lines", refused, logFlood, lines)
-	}
-	// The healthy readers end with their connections, at the cleanup.
 }
 
 // processCPU returns the user and system CPU this process has used.
