@@ -261,6 +261,6 @@ func BenchmarkAppendFrame(b *testing.B) {
 	buf := make([]byte, 0, 256)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = e.AppendFrame(buf[:0])
+		buf = e.AppendFrame(buf[:0], "0123456789abcdef:1733312345.17.0")
 	}
 }

@@ -64,8 +64,6 @@ type rule struct {
 	finished any
 }
 
-var _ events.Source = (*Source)(nil)
-
 func newSource(db *mongo.Database, cfg *Config, m *metrics, b *Broker, log *slog.Logger) *Source {
 	s := &Source{db: db, cfg: cfg, log: log, m: m, broker: b, tokens: db.Collection(cfg.Resume), rules: make(map[string][]rule), now: time.Now}
 	for i := range cfg.Sources {
@@ -150,6 +148,9 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 		}
 		wait = min(2*wait, s.cfg.RetryMax)
 	}
+	// The history begins now: a since of an event before this start
+	// cannot be proven (this instance did not see what came before).
+	hub.Gap(s.nowStamp())
 	if pos.token != nil {
 		s.log.Info("change stream: resuming after the saved token", "instance", s.cfg.Instance)
 	} else {
@@ -185,6 +186,7 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 			s.setDown(err) // until the stream is open again, from now
 			s.m.historyLost.Inc()
 			s.log.Error("change stream history lost: the resume token is older than the oplog; changes since then are lost; starting from now", "err", err)
+			hub.Gap(s.nowStamp()) // every since before now may have missed an event
 			pos = position{}
 			s.save(ctx, &pos)
 			continue
@@ -205,7 +207,7 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 			pos.careful = true
 			bad.tries++
 			if bad.tries >= s.cfg.PoisonTries {
-				serr := s.skipEvent(ctx, &pos, err)
+				serr := s.skipEvent(ctx, hub, &pos, err)
 				if serr == nil {
 					pos.careful, bad = false, poisoned{}
 					continue
@@ -382,7 +384,7 @@ func (f *fragments) add(raw bson.Raw) (bson.Raw, bool, error) {
 // skipEvent skips the event after pos that cannot be read (cause): a
 // stream with the same filter and a projection small enough to read names
 // it; it is logged, counted, and pos moves past it.
-func (s *Source) skipEvent(ctx context.Context, pos *position, cause error) error {
+func (s *Source) skipEvent(ctx context.Context, hub *events.Hub, pos *position, cause error) error {
 	p := bson.A{match(s.cfg), bson.D{{Key: "$project", Value: bson.D{
 		{Key: "_id", Value: 1}, {Key: "operationType", Value: 1}, {Key: "ns", Value: 1}, {Key: "clusterTime", Value: 1}, {Key: "documentKey", Value: 1},
 	}}}}
@@ -409,9 +411,16 @@ func (s *Source) skipEvent(ctx context.Context, pos *position, cause error) erro
 	s.m.noEvent(coll, whyTooLarge)
 	s.log.Error("change stream: skipped a change event that cannot be read (over 16 MB); its event is lost",
 		"collection", coll, "op", op, "id", idText(ev.Lookup("documentKey", "_id")), "cluster_time", fmt.Sprintf("%d.%d", t, i), "tries", s.cfg.PoisonTries, "err", cause)
+	hub.Gap(events.Stamp{T: t, I: i}) // a since before the skipped event cannot be proven
 	pos.token, pos.startAfter, pos.changed = bytes.Clone(cs.ResumeToken()), false, true
 	s.save(ctx, pos)
 	return nil
+}
+
+// nowStamp is a stamp after every change committed so far (by this
+// machine's clock: cluster times are seconds of the servers' clocks).
+func (s *Source) nowStamp() events.Stamp {
+	return events.Stamp{T: uint32(s.now().Unix()), I: 1<<32 - 1}
 }
 
 // deliver maps one change and hands its events to the hub; it returns the
@@ -448,11 +457,11 @@ func (s *Source) deliver(ctx context.Context, hub *events.Hub, raw bson.Raw) (st
 			s.m.noEvent(c.coll, whyNotPublish)
 			s.log.Warn("change stream: document of the events collection skipped", "id", idText(c.key), "err", err)
 			if tr != nil {
-				hub.Publish(nil, tr) // seal it: nothing to count
+				hub.Deliver(nil, tr, c.st) // seal it: nothing to count
 			}
 			return c.op, nil
 		}
-		hub.Publish(evs, tr)
+		hub.Deliver(evs, tr, c.st)
 		return c.op, nil
 	}
 	var evs []events.Event
@@ -486,7 +495,7 @@ func (s *Source) deliver(ctx context.Context, hub *events.Hub, raw bson.Raw) (st
 		evs = append(evs, ev)
 	}
 	if len(evs) > 0 {
-		hub.Publish(evs, nil)
+		hub.Deliver(evs, nil, c.st)
 	} else {
 		s.m.noEvent(c.coll, why)
 	}

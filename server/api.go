@@ -167,7 +167,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 		switch {
 		case errors.As(err, &tooBig):
 			writeError(w, http.StatusRequestEntityTooLarge, "Request too large", events.InvalidRequest,
-				"the body is over "+strconv.FormatInt(limit, 10)+" bytes")
+				"the body is over max_publish_bytes ("+strconv.FormatInt(limit, 10)+" bytes)")
 		case errors.As(err, &ne) && ne.Timeout():
 			writeError(w, http.StatusRequestTimeout, "Request timeout", events.InvalidRequest,
 				"the body did not arrive within "+timeout.String())
@@ -310,6 +310,9 @@ type configAnswer struct {
 		MaxSubscriptions int   `json:"max_subscriptions"`
 		MaxMessageBytes  int64 `json:"max_message_bytes"`
 	} `json:"limits"`
+	History struct {
+		TTLSeconds int64 `json:"ttl_seconds"`
+	} `json:"history"`
 }
 
 // handleConfig is GET /api/config: discovery, no secrets.
@@ -320,6 +323,7 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	a.Limits.MaxSubscriptions = s.cfg.MaxSubscriptions
 	a.Limits.MaxMessageBytes = s.cfg.MaxMessageBytes
+	a.History.TTLSeconds = int64(s.hub.History().TTL() / time.Second)
 	writeJSON(w, a)
 }
 

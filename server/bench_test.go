@@ -18,7 +18,7 @@ func BenchmarkHandleRequest(b *testing.B) {
 	detach := []byte(request(tok, "detach", "issueUpdate", issue1))
 	c := &conn{srv: e.srv, subs: make(map[events.Key]struct{}), room: make(chan struct{}, 1)}
 	b.Cleanup(func() { c.disconnected() })
-	if code := e.srv.handleRequest(c, attach); code != events.OK {
+	if code, _ := e.srv.handleRequest(c, attach); code != events.OK {
 		b.Fatalf("attach answered %d", code)
 	}
 	b.ReportAllocs()
@@ -28,7 +28,7 @@ func BenchmarkHandleRequest(b *testing.B) {
 		if i%2 == 0 {
 			frame = detach
 		}
-		if code := e.srv.handleRequest(c, frame); code != events.OK {
+		if code, _ := e.srv.handleRequest(c, frame); code != events.OK {
 			b.Fatalf("answered %d", code)
 		}
 	}

@@ -415,6 +415,12 @@ func (c *stressConn) handle(msg []byte, at time.Time) (stressAnswer, bool) {
 		}
 		return stressAnswer{code: a.Code, at: r.tick()}, true
 	}
+	msg, pos, ok := cutPos(msg)
+	if !ok {
+		r.fail("%v: an event without a well-formed position: %.200s", c, msg)
+		return stressAnswer{}, false
+	}
+	_ = pos
 	i := bytes.Index(msg, []byte(`"data":[`))
 	seq := 0
 	if i >= 0 {
