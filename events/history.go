@@ -6,13 +6,13 @@ import (
 )
 
 // EntryOverhead is what the history counts for one retained event besides
-// its frame: the entry, its slot in the key's index and a share of the
-// index's map (measured: see TestHistoryMemoryPerEvent).
-const EntryOverhead = 160
+// its frame's allocation: the entry, its slot in the key's index and a
+// share of the index's map (measured: see TestHistoryMemoryPerEvent).
+const EntryOverhead = 240
 
 // History is the bounded store of recent events for resuming ("since"):
 // one for the whole server, at most ttl old and at most maxBytes in all
-// (frames plus EntryOverhead each), oldest dropped first. It holds the same
+// (each frame's allocation plus EntryOverhead), oldest dropped first. It holds the same
 // frame bytes that live delivery sent, so an event is encoded once.
 //
 // Every event is kept in one queue in delivery order, and a per-key index
@@ -90,7 +90,9 @@ func (h *History) Evicted() int64 { return h.evicted.Load() }
 // Replayed returns the number of events replayed to a subscription.
 func (h *History) Replayed() int64 { return h.replayed.Load() }
 
-func entrySize(frame []byte) int64 { return int64(len(frame)) + EntryOverhead }
+// entrySize is what one retained event counts: the frame's allocation and
+// EntryOverhead.
+func entrySize(frame []byte) int64 { return int64(cap(frame)) + EntryOverhead }
 
 // add keeps one delivered event; now is its acceptance time.
 func (h *History) add(k Key, p Pos, now time.Time, frame []byte) {

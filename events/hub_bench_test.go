@@ -40,6 +40,29 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
+// BenchmarkPublishHistory is BenchmarkPublish with the server's default
+// history (5m, 64MiB): its frames are the delivered ones, and once full it
+// drops one event per event kept.
+func BenchmarkPublishHistory(b *testing.B) {
+	for _, n := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			h := NewHubWith(HubOptions{History: NewHistory(5*time.Minute, 64<<20)})
+			k := Key{IssueUpdate, hex24(1)}
+			for range n {
+				h.Subscribe(k, &nopSub{})
+			}
+			evs := []Event{{Type: IssueUpdate, ID: k.ID, Data: json.RawMessage(`["status","assignee"]`)}}
+			h.Publish(evs, nil)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.Publish(evs, nil)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/delivery")
+		})
+	}
+}
+
 // BenchmarkPublishTracked is BenchmarkPublish with ?wait counting.
 func BenchmarkPublishTracked(b *testing.B) {
 	for _, n := range []int{1, 1000} {

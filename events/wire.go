@@ -159,7 +159,11 @@ func (e *Event) Key() Key {
 // FrameSize returns an upper bound of the length of e's frame, its
 // position included.
 func (e *Event) FrameSize() int {
-	return len(`{"type":"","id":,"data":[],"pos":""}`) + len(e.Type.String()) + 6*len(e.ID) + 2 + len(e.Data) + MaxPosLen
+	id := len(e.ID) // an ObjectId needs no escapes
+	if e.Type.PerUser() {
+		id *= 6 // a notification's own id may need \u00XX for every byte
+	}
+	return len(`{"type":"","id":,"data":[],"pos":""}`) + len(e.Type.String()) + id + 2 + len(e.Data) + MaxPosLen
 }
 
 // AppendFrame appends the server message {"type","id","data","pos"} for e
