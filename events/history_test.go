@@ -59,7 +59,9 @@ func TestHistoryEvictionKeepsProofPerKey(t *testing.T) {
 	per := entrySize(Event{Type: IssueUpdate, ID: hex24(1), Data: []byte("[0]")}.frameFor(t))
 	h, _ := histHub(time.Minute, 4*per)
 	k1, k2 := Key{IssueUpdate, hex24(1)}, Key{IssueUpdate, hex24(2)}
-	pub := func(k Key, d int) { h.Publish([]Event{{Type: IssueUpdate, ID: k.ID, Data: []byte(fmt.Sprintf("[%d]", d))}}, nil) }
+	pub := func(k Key, d int) {
+		h.Publish([]Event{{Type: IssueUpdate, ID: k.ID, Data: []byte(fmt.Sprintf("[%d]", d))}}, nil)
+	}
 	pub(k1, 0) // pos 1
 	pub(k2, 0) // 2
 	pub(k2, 1) // 3
