@@ -272,6 +272,37 @@ func (h *Hub) publish(evs []Event, tr *Tracker, st *Stamp) int {
 	return n
 }
 
+// Remember keeps the events of a change at st in the history without
+// delivering them: a broker that rebuilds the history of what happened
+// before this process started (MongoDB's change stream read from
+// history_ttl back) hands those changes here. Positions are given as
+// Deliver gives them; at is when the change happened (zero: now), from
+// which history_ttl counts.
+func (h *Hub) Remember(evs []Event, st Stamp, at time.Time) {
+	if !h.hist.Enabled() {
+		h.pubMu.Lock()
+		for i := range evs {
+			h.next(&st, i)
+		}
+		h.pubMu.Unlock()
+		return
+	}
+	frames := make([][]byte, len(evs))
+	for i := range evs {
+		frames[i] = evs[i].appendFrameHead(make([]byte, 0, evs[i].FrameSize()))
+	}
+	h.pubMu.Lock()
+	if now := h.now(); at.IsZero() || at.After(now) {
+		at = now
+	}
+	for i := range evs {
+		p := h.next(&st, i)
+		frames[i] = appendFrameTail(frames[i], h.epoch, h.stamped, p)
+		h.hist.add(evs[i].Key(), p, at, frames[i])
+	}
+	h.pubMu.Unlock()
+}
+
 // next returns the position of the i-th event of a publish; under pubMu.
 // Positions only grow: a stamp at or before the latest position (which a
 // stream in order never gives) continues after it.

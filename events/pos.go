@@ -28,6 +28,9 @@ func (p Pos) IsZero() bool { return p == Pos{} }
 // change share it and take their index as Pos.Lo.
 type Stamp struct{ T, I uint32 }
 
+// Less reports whether s comes before t.
+func (s Stamp) Less(t Stamp) bool { return s.T < t.T || s.T == t.T && s.I < t.I }
+
 // Pos returns the position of the index-th event of the change at s.
 func (s Stamp) Pos(index int) Pos { return Pos{Hi: uint64(s.T)<<32 | uint64(s.I), Lo: uint32(index)} }
 

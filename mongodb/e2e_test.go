@@ -31,6 +31,7 @@ type serverEnv struct {
 	t    *testing.T
 	f    *fakeMongo
 	mg   *Mongo
+	srv  *server.Server
 	base string
 	ws   string
 	logs *testkit.Buffer
@@ -69,7 +70,7 @@ func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serv
 		_ = srv.Shutdown(sctx)
 		<-served
 	})
-	return &serverEnv{t: t, mg: mg, base: "http://" + ln.Addr().String(), ws: "ws://" + ln.Addr().String() + "/ws", logs: logs}
+	return &serverEnv{t: t, mg: mg, srv: srv, base: "http://" + ln.Addr().String(), ws: "ws://" + ln.Addr().String() + "/ws", logs: logs}
 }
 
 func (e *serverEnv) token(user string) string {
