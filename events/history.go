@@ -5,6 +5,9 @@ import (
 	"time"
 )
 
+// The counters are written under the hub's publish lock and read by
+// metrics from anywhere: atomics, but only one write of each per event.
+
 // EntryOverhead is what the history counts for one retained event besides
 // its frame's allocation: the entry, its slot in the key's index and a
 // share of the index's map (measured: see TestHistoryMemoryPerEvent).
@@ -46,7 +49,7 @@ type History struct {
 }
 
 type entry struct {
-	key   Key
+	log   *keyLog // the index of the event's key
 	pos   Pos
 	at    int64 // accepted, Unix nanoseconds
 	frame []byte
@@ -57,6 +60,7 @@ type entry struct {
 // newest dropped position when the key was first indexed, since older
 // events of the key may have gone before).
 type keyLog struct {
+	key   Key
 	seqs  deque[uint64]
 	floor Pos
 }
@@ -104,52 +108,72 @@ func (h *History) add(k Key, p Pos, now time.Time, frame []byte) {
 		return
 	}
 	seq := h.first + uint64(h.queue.len())
-	h.queue.push(entry{key: k, pos: p, at: now.UnixNano(), frame: frame})
 	kl := h.keys[k]
 	if kl == nil {
-		kl = &keyLog{floor: h.dropped}
+		kl = &keyLog{key: k, floor: h.dropped}
 		h.keys[k] = kl
 	}
+	h.queue.push(entry{log: kl, pos: p, at: now.UnixNano(), frame: frame})
 	kl.seqs.push(seq)
-	h.length.Add(1)
-	if h.bytes.Add(size) > h.maxBytes {
-		for h.bytes.Load() > h.maxBytes {
-			h.dropOldest()
-		}
+	bytes, n, dropped := h.bytes.Load()+size, h.length.Load()+1, int64(0)
+	for bytes > h.maxBytes {
+		bytes -= h.dropOldest()
+		n--
+		dropped++
 	}
-	h.expire(now)
+	limit := now.Add(-h.ttl).UnixNano()
+	for h.queue.len() > 0 && h.queue.at(0).at < limit {
+		bytes -= h.dropOldest()
+		n--
+		dropped++
+	}
+	h.bytes.Store(bytes)
+	h.length.Store(n)
+	if dropped > 0 {
+		h.evicted.Add(dropped)
+	}
 }
 
 // dropAll forgets everything up to p (an event too large to keep).
 func (h *History) dropAll(p Pos) {
+	n := h.length.Load()
 	for h.queue.len() > 0 {
 		h.dropOldest()
 	}
 	h.dropped = p
-	h.evicted.Add(1)
+	h.bytes.Store(0)
+	h.length.Store(0)
+	h.evicted.Add(n + 1)
 }
 
 // expire drops the events older than ttl.
 func (h *History) expire(now time.Time) {
 	limit := now.Add(-h.ttl).UnixNano()
+	var bytes, n int64
 	for h.queue.len() > 0 && h.queue.at(0).at < limit {
-		h.dropOldest()
+		bytes += h.dropOldest()
+		n++
+	}
+	if n > 0 {
+		h.bytes.Add(-bytes)
+		h.length.Add(-n)
+		h.evicted.Add(n)
 	}
 }
 
-func (h *History) dropOldest() {
+// dropOldest drops the oldest event and returns its size; the caller
+// counts it.
+func (h *History) dropOldest() int64 {
 	e := h.queue.pop()
 	h.first++
-	kl := h.keys[e.key]
+	kl := e.log
 	kl.seqs.pop()
 	kl.floor = e.pos
 	if kl.seqs.len() == 0 {
-		delete(h.keys, e.key)
+		delete(h.keys, kl.key)
 	}
 	h.dropped = e.pos
-	h.bytes.Add(-entrySize(e.frame))
-	h.length.Add(-1)
-	h.evicted.Add(1)
+	return entrySize(e.frame)
 }
 
 // setGap records that events at or before p may be missing (a change

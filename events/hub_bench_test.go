@@ -87,9 +87,20 @@ func BenchmarkPublishTracked(b *testing.B) {
 // every user watches their own issue; each op publishes events to distinct keys.
 func BenchmarkPublishPerObject(b *testing.B) {
 	const nkeys = 10000
-	for _, batch := range []int{1, 100} {
-		b.Run(fmt.Sprintf("keys=%d/events=%d", nkeys, batch), func(b *testing.B) {
+	for _, c := range []struct {
+		batch int
+		hist  bool
+	}{{1, false}, {100, false}, {1, true}, {100, true}} {
+		batch := c.batch
+		name := fmt.Sprintf("keys=%d/events=%d", nkeys, batch)
+		if c.hist {
+			name += "/history"
+		}
+		b.Run(name, func(b *testing.B) {
 			h := NewHub()
+			if c.hist { // the server's default history, full after the first 200,000 events or so
+				h = NewHubWith(HubOptions{History: NewHistory(5*time.Minute, 64<<20)})
+			}
 			evs := make([]Event, nkeys)
 			for i := range evs {
 				k := Key{IssueUpdate, hex24(i)}
