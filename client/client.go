@@ -166,7 +166,10 @@ type Options struct {
 	// server restart), so the application should reload that object. With
 	// recovered:true the missed events arrive through OnEvent and Events,
 	// in order, before newer ones. The client keeps the position of the
-	// last event of each subscription and re-attaches with it as since;
+	// last event of each subscription and re-attaches with it as since (a
+	// subscription that got no event yet: the position of the latest event
+	// of any subscription, which proves the same for it; none at all
+	// before the first event: a plain attach);
 	// after a reload it keeps that position until a newer event comes (so
 	// a second drop before one asks again, and may reload again: never a
 	// change missed). It must not wait for Attach, Detach or Close.
@@ -214,6 +217,11 @@ type Client struct {
 	cur     *conn
 	ready   chan struct{} // closed when cur is set
 	refresh *time.Timer
+	// lastPos is the position of the latest event got on any subscription:
+	// the since of a subscription that got none itself (positions of one
+	// server are ordered across subscriptions, so nothing of it after
+	// lastPos was missed while it was held).
+	lastPos string
 
 	cbMu sync.Mutex // OnState and OnError run one at a time
 }
@@ -493,6 +501,17 @@ func (c *Client) posOf(s Sub) string {
 	return c.subs[s.key()].pos
 }
 
+// sinceOf returns what a re-attach of s sends as since: the position of
+// its last event, else that of the latest event of any subscription.
+func (c *Client) sinceOf(s Sub) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.subs[s.key()].pos; p != "" {
+		return p
+	}
+	return c.lastPos
+}
+
 // Pos returns the position of the last event got for s ("" before the
 // first, or when s is not held): what a re-attach sends as since.
 func (c *Client) Pos(s Sub) string { return c.posOf(s) }
@@ -505,6 +524,7 @@ func (c *Client) advance(typ, id, pos string) {
 	}
 	k := Sub{Type: typ, ID: id}.key()
 	c.mu.Lock()
+	c.lastPos = pos
 	if e, ok := c.subs[k]; ok {
 		e.pos = pos
 		c.subs[k] = e
@@ -696,7 +716,7 @@ func (c *Client) resubscribe(cn *conn, subs []Sub) error {
 				c.opts.OnReload(s)
 			}
 		})
-		cn.send(resumeFrame(tok, "attach", s, c.posOf(s)), waiters[i])
+		cn.send(resumeFrame(tok, "attach", s, c.sinceOf(s)), waiters[i])
 	}
 	for i, w := range waiters {
 		r := <-w.done

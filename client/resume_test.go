@@ -92,7 +92,8 @@ func TestResumeAfterDrop(t *testing.T) {
 	o.OnReload = func(sub client.Sub) { reloadMu.Lock(); reloads = append(reloads, sub); reloadMu.Unlock(); rec.poke() }
 	c := dial(t, o)
 	issue, notif := client.Sub{Type: "issueUpdate", ID: issue1}, client.Sub{Type: "notification"}
-	for _, sub := range []client.Sub{issue, notif} {
+	quiet := client.Sub{Type: "issueUpdate", ID: issue2} // no event before the drop
+	for _, sub := range []client.Sub{issue, notif, quiet} {
 		if a, err := c.Attach(ctx(t), sub); err != nil || !a.OK() {
 			t.Fatalf("attach %v: %+v %v", sub, a, err)
 		}
@@ -112,17 +113,18 @@ func TestResumeAfterDrop(t *testing.T) {
 	s.Publish(event("issueUpdate", issue1, `"2"`)) // while away
 	s.Publish(event("issueUpdate", issue1, `"3"`))
 	s.Publish(`{"type":"notification","user":"` + userA + `","data":["n2"]}`)
+	s.Publish(event("issueUpdate", issue2, `"q"`)) // the quiet one resumes after the latest position of any
 	p.resume()
-	rec.waitUntil(t, "the missed events", func(_ []client.State, evs []client.Event) bool { return len(evs) == 5 })
+	rec.waitUntil(t, "the missed events", func(_ []client.State, evs []client.Event) bool { return len(evs) == 6 })
 	s.Publish(event("issueUpdate", issue1, `"4"`))
-	rec.waitUntil(t, "the live event", func(_ []client.State, evs []client.Event) bool { return len(evs) == 6 })
+	rec.waitUntil(t, "the live event", func(_ []client.State, evs []client.Event) bool { return len(evs) == 7 })
 	time.Sleep(100 * time.Millisecond) // room for a duplicate
 	_, evs, _ = rec.snapshot()
 	var got []string
 	for _, e := range evs {
 		got = append(got, string(e.Data))
 	}
-	if want := []string{`["1"]`, `["n1"]`, `["2"]`, `["3"]`, `["n2"]`, `["4"]`}; !slices.Equal(got, want) {
+	if want := []string{`["1"]`, `["n1"]`, `["2"]`, `["3"]`, `["n2"]`, `["q"]`, `["4"]`}; !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v (the missed ones once, in order, before the live one)", got, want)
 	}
 	reloadMu.Lock()
@@ -138,11 +140,11 @@ func TestResumeAfterDrop(t *testing.T) {
 	rec.waitUntil(t, "a reload of each subscription", func([]client.State, []client.Event) bool {
 		reloadMu.Lock()
 		defer reloadMu.Unlock()
-		return len(reloads) == 2
+		return len(reloads) == 3
 	})
 	reloadMu.Lock()
 	defer reloadMu.Unlock()
-	if !slices.Contains(reloads, issue) || !slices.Contains(reloads, notif) {
-		t.Fatalf("reloads %v, want %v and %v", reloads, issue, notif)
+	if !slices.Contains(reloads, issue) || !slices.Contains(reloads, notif) || !slices.Contains(reloads, quiet) {
+		t.Fatalf("reloads %v, want %v, %v and %v", reloads, issue, notif, quiet)
 	}
 }

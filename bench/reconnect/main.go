@@ -62,6 +62,7 @@ type conn struct {
 	keys []string
 	mu   sync.Mutex
 	pos  map[string]string // key id -> last pos
+	last string            // the latest pos of any key (the since of a key without one, as the clients do)
 	// answers of the current connection's attaches
 	answered chan struct{}
 	want     int
@@ -133,6 +134,9 @@ func main() {
 			req := map[string]any{"auth": tok, "action": "attach", "event": map[string]string{"type": "issueUpdate", "id": k}}
 			c.mu.Lock()
 			p := c.pos[k]
+			if p == "" {
+				p = c.last
+			}
 			c.mu.Unlock()
 			if withSince && p != "" {
 				req["since"] = p
@@ -294,7 +298,7 @@ func read(c *conn, recovered, notRecovered, plain *atomic.Int64) {
 			continue
 		}
 		c.mu.Lock()
-		c.pos[e.ID] = e.Pos
+		c.pos[e.ID], c.last = e.Pos, e.Pos
 		c.mu.Unlock()
 	}
 }

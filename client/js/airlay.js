@@ -95,6 +95,10 @@ export class AirlayClient {
     this._token = null; // {value, refreshAt, stale}
     this._tokenFetch = null;
     this._flushing = false;
+    // The position of the latest event of any subscription: the since of a
+    // subscription that got none itself (a server's positions are ordered
+    // across subscriptions).
+    this._lastPos = "";
   }
 
   /** on subscribes fn to "state", "event", "error" or "reload"; returns a function that unsubscribes. */
@@ -245,7 +249,10 @@ export class AirlayClient {
 
   _event(e) {
     const sub = this._subs.get(subKey(e.type, e.id));
-    if (sub && typeof e.pos === "string" && e.pos) sub.pos = e.pos;
+    if (typeof e.pos === "string" && e.pos) {
+      this._lastPos = e.pos;
+      if (sub) sub.pos = e.pos;
+    }
     if (sub) {
       for (const cb of sub.callbacks) {
         try {
@@ -432,7 +439,7 @@ export class AirlayClient {
       action: "attach",
       type: s.type,
       id: s.id,
-      since: s.pos || undefined,
+      since: s.pos || this._lastPos || undefined,
       internal: "resubscribe",
       resolve: () => {},
       reject: () => {},

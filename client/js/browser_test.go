@@ -226,11 +226,12 @@ func TestBrowserClient(t *testing.T) {
 	waitJS(t, ctx, "a failure with cause unreachable", `log.states.some((s) => s.state === "fail" && s.cause === "unreachable" && s.error.includes("cannot be reached"))`)
 	s.Restart()
 	waitJS(t, ctx, "open again", `log.states.filter((s) => s.state === "open").length === 2`)
-	// A restarted server is another epoch: the re-attach of the issue (which
-	// had a position) cannot recover and says so, to the listener and to the
-	// subscription; the notification had no event yet: a plain attach.
-	waitJS(t, ctx, "the reload", `log.reloads.length === 1 && log.subReloads.length === 1`)
-	if got := eval[string](t, ctx, `JSON.stringify([log.reloads, log.subReloads])`); got != `[[{"type":"issueUpdate","id":"`+strings.ToUpper(issue1)+`"}],[{"type":"issueUpdate","id":"`+strings.ToUpper(issue1)+`"}]]` {
+	// A restarted server is another epoch: the re-attaches cannot recover
+	// and say so, to the listener and to each subscription: the issue's
+	// with its own position, the notification's (no event yet) with the
+	// latest position of any subscription.
+	waitJS(t, ctx, "the reloads", `log.reloads.length === 2 && log.subReloads.length === 2`)
+	if got := eval[string](t, ctx, `JSON.stringify([log.reloads, log.subReloads])`); got != `[[{"type":"issueUpdate","id":"`+strings.ToUpper(issue1)+`"},{"type":"notification"}],[{"type":"issueUpdate","id":"`+strings.ToUpper(issue1)+`"},{"type":"notification"}]]` {
 		t.Errorf("reloads %s", got)
 	}
 	for i, body := range []string{
