@@ -44,6 +44,7 @@ type result struct {
 	Keys           int     `json:"keys"`
 	Rate           float64 `json:"rate"`
 	Away           string  `json:"away"`
+	Warmup         string  `json:"warmup"`
 	StormSeconds   float64 `json:"storm_seconds"`
 	Attaches       int64   `json:"attaches"`
 	PerSecond      float64 `json:"reattaches_per_second"`
@@ -78,6 +79,7 @@ func main() {
 	keyspace := flag.Int("keyspace", 5000, "distinct objects")
 	rate := flag.Float64("rate", 500, "events published per second, throughout")
 	away := flag.Duration("away", time.Second, "how long the connections stay away")
+	warmup := flag.Duration("warmup", 10*time.Second, "events before the cut (a connection that got none re-attaches without since)")
 	since := flag.Bool("since", true, "re-attach with since")
 	label := flag.String("label", "", "free text for the JSON line")
 	out := flag.String("json", "", "append the JSON line to this file")
@@ -222,7 +224,7 @@ func main() {
 			}
 		}
 	}()
-	time.Sleep(3 * time.Second) // every connection has positions
+	time.Sleep(*warmup) // connections get positions
 
 	// The cut: every socket closed at once; events go on meanwhile.
 	for _, c := range cs {
@@ -242,7 +244,7 @@ func main() {
 	<-pubDone
 	n := int64(*conns * *keys)
 	r := result{
-		Label: *label, Since: *since, Conns: *conns, Keys: *keys, Rate: *rate, Away: away.String(),
+		Label: *label, Since: *since, Conns: *conns, Keys: *keys, Rate: *rate, Away: away.String(), Warmup: warmup.String(),
 		StormSeconds: storm.Seconds(), Attaches: n, PerSecond: float64(n) / storm.Seconds(),
 		Recovered: recovered.Load(), NotRecovered: notRecovered.Load(), Plain: plain.Load(), Replayed: replayed.Load(),
 		ServerCPUms: cpu.Seconds() * 1000, CPUPerAttachUs: cpu.Seconds() * 1e6 / float64(n), Published: published.Load(),
