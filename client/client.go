@@ -110,6 +110,10 @@ type Answer struct {
 	Status  int         `json:"status"`
 	Message string      `json:"message"`
 	Code    events.Code `json:"code"`
+	// Recovered is the answer of an attach with since (a re-attach after a
+	// reconnect): false means events of that subscription may have been
+	// missed (see Options.OnReload). Nil for other answers.
+	Recovered *bool `json:"recovered,omitempty"`
 }
 
 // OK reports whether the request was done (code 0).
@@ -120,6 +124,7 @@ type Event struct {
 	Type string
 	ID   string
 	Data json.RawMessage // a JSON array
+	Pos  string          // the event's position (the client resumes after it)
 	Raw  []byte          // the frame as received
 }
 
@@ -154,6 +159,21 @@ type Options struct {
 	// subscription stays in the client's set and is tried again after the
 	// next reconnect; Detach removes it.
 	OnError func(error)
+
+	// OnReload is called, on the connection's reader, when a re-attach
+	// after a reconnect answered recovered:false: events of s while the
+	// client was away may be lost (history expired, another epoch after a
+	// server restart), so the application should reload that object. With
+	// recovered:true the missed events arrive through OnEvent and Events,
+	// in order, before newer ones. The client keeps the position of the
+	// last event of each subscription and re-attaches with it as since (a
+	// subscription that got no event yet: the position of the latest event
+	// of any subscription, which proves the same for it; none at all
+	// before the first event: a plain attach);
+	// after a reload it keeps that position until a newer event comes (so
+	// a second drop before one asks again, and may reload again: never a
+	// change missed). It must not wait for Attach, Detach or Close.
+	OnReload func(s Sub)
 
 	// NoReconnect stops the client at the first drop instead of
 	// reconnecting: Done is closed and Err returns a *DropError.
@@ -197,6 +217,11 @@ type Client struct {
 	cur     *conn
 	ready   chan struct{} // closed when cur is set
 	refresh *time.Timer
+	// lastPos is the position of the latest event got on any subscription:
+	// the since of a subscription that got none itself (positions of one
+	// server are ordered across subscriptions, so nothing of it after
+	// lastPos was missed while it was held).
+	lastPos string
 
 	cbMu sync.Mutex // OnState and OnError run one at a time
 }
@@ -204,6 +229,7 @@ type Client struct {
 type subEntry struct {
 	sub Sub // as attached (the id sent again on re-attach)
 	seq uint64
+	pos string // the position of the last event got; "" before the first
 }
 
 // Dial connects to the server and returns a client that stays connected
@@ -451,7 +477,10 @@ func (c *Client) waitConn(ctx context.Context) (*conn, error) {
 	}
 }
 
-func requestFrame(tok, action string, s Sub) []byte {
+func requestFrame(tok, action string, s Sub) []byte { return resumeFrame(tok, action, s, "") }
+
+// resumeFrame is a request with since (omitted when empty).
+func resumeFrame(tok, action string, s Sub, since string) []byte {
 	type ev struct {
 		Type string `json:"type"`
 		ID   string `json:"id,omitempty"`
@@ -460,8 +489,47 @@ func requestFrame(tok, action string, s Sub) []byte {
 		Auth   string `json:"auth"`
 		Action string `json:"action"`
 		Event  ev     `json:"event"`
-	}{tok, action, ev{s.Type, s.ID}})
+		Since  string `json:"since,omitempty"`
+	}{tok, action, ev{s.Type, s.ID}, since})
 	return b
+}
+
+// posOf returns the position of the last event got for s.
+func (c *Client) posOf(s Sub) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.subs[s.key()].pos
+}
+
+// sinceOf returns what a re-attach of s sends as since: the position of
+// its last event, else that of the latest event of any subscription.
+func (c *Client) sinceOf(s Sub) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.subs[s.key()].pos; p != "" {
+		return p
+	}
+	return c.lastPos
+}
+
+// Pos returns the position of the last event got for s ("" before the
+// first, or when s is not held): what a re-attach sends as since.
+func (c *Client) Pos(s Sub) string { return c.posOf(s) }
+
+// advance records pos as the last position of the subscription of an
+// event (on the reader).
+func (c *Client) advance(typ, id, pos string) {
+	if pos == "" {
+		return
+	}
+	k := Sub{Type: typ, ID: id}.key()
+	c.mu.Lock()
+	c.lastPos = pos
+	if e, ok := c.subs[k]; ok {
+		e.pos = pos
+		c.subs[k] = e
+	}
+	c.mu.Unlock()
 }
 
 // --- the connection's life ----------------------------------------------
@@ -641,8 +709,14 @@ func (c *Client) resubscribe(cn *conn, subs []Sub) error {
 	}
 	waiters := make([]*waiter, len(subs))
 	for i, s := range subs {
-		waiters[i] = newWaiter(nil)
-		cn.send(requestFrame(tok, "attach", s), waiters[i])
+		// The answer is judged on the reader, before the replayed events
+		// that follow it.
+		waiters[i] = newWaiter(func(a Answer) {
+			if a.OK() && a.Recovered != nil && !*a.Recovered && c.opts.OnReload != nil {
+				c.opts.OnReload(s)
+			}
+		})
+		cn.send(resumeFrame(tok, "attach", s, c.sinceOf(s)), waiters[i])
 	}
 	for i, w := range waiters {
 		r := <-w.done
@@ -761,18 +835,20 @@ func (c *Client) serve(cn *conn) error {
 
 func (c *Client) handleFrame(cn *conn, msg []byte) {
 	var f struct {
-		Status  *int            `json:"status"`
-		Message string          `json:"message"`
-		Code    int             `json:"code"`
-		Type    string          `json:"type"`
-		ID      string          `json:"id"`
-		Data    json.RawMessage `json:"data"`
+		Status    *int            `json:"status"`
+		Message   string          `json:"message"`
+		Code      int             `json:"code"`
+		Recovered *bool           `json:"recovered"`
+		Type      string          `json:"type"`
+		ID        string          `json:"id"`
+		Data      json.RawMessage `json:"data"`
+		Pos       string          `json:"pos"`
 	}
 	if json.Unmarshal(msg, &f) != nil {
 		return // not a frame of the protocol
 	}
 	if f.Status != nil {
-		a := Answer{Status: *f.Status, Message: f.Message, Code: events.Code(f.Code)}
+		a := Answer{Status: *f.Status, Message: f.Message, Code: events.Code(f.Code), Recovered: f.Recovered}
 		if w := cn.pop(); w != nil {
 			if w.settle != nil {
 				w.settle(a)
@@ -781,7 +857,8 @@ func (c *Client) handleFrame(cn *conn, msg []byte) {
 		}
 		return
 	}
-	ev := Event{Type: f.Type, ID: f.ID, Data: f.Data, Raw: msg}
+	ev := Event{Type: f.Type, ID: f.ID, Data: f.Data, Pos: f.Pos, Raw: msg}
+	c.advance(f.Type, f.ID, f.Pos)
 	if c.opts.OnEvent != nil {
 		c.opts.OnEvent(ev)
 	}

@@ -1,24 +1,83 @@
 package events
 
-import "context"
+import (
+	"context"
+	"sync"
 
-// Broker takes published events and brings them to the hubs that deliver
-// them. The in-memory broker hands them to one Hub; a broker shared by
-// several server instances (through MongoDB) hands them to all.
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Broker is the server's one seam to where events travel: the server owns
+// it, starts it (Run) and stops it (by ending Run's context). Events go in
+// through Publish and come out, in the broker's order, to the hub that Run
+// was given; what a broker needs besides (readiness, metrics, an order and
+// history of its own, idempotency keys) it offers through the capability
+// interfaces below. The in-memory broker (MemoryBroker) and MongoDB's
+// (package mongodb) are siblings; another transport is one more.
 type Broker interface {
 	// Publish accepts evs, in order. tr, when not nil, counts the writes of
-	// this instance's connections.
+	// this instance's connections. It may wait for Run to have started.
 	Publish(ctx context.Context, evs []Event, tr *Tracker) error
+	// Run delivers accepted events to hub (Hub.Publish, or Hub.Deliver
+	// with the broker's own order) until ctx ends, then returns ctx's
+	// error. It returns earlier only when it cannot go on.
+	Run(ctx context.Context, hub *Hub) error
 }
 
-// MemoryBroker delivers to one Hub in this process.
-type MemoryBroker struct{ Hub *Hub }
+// ReadyBroker is a Broker with a dependency: Ready returns nil while it is
+// usable and why not otherwise (/readyz answers 503 meanwhile).
+type ReadyBroker interface {
+	Broker
+	Ready() error
+}
 
-var _ Broker = MemoryBroker{}
+// MetricsBroker is a Broker with metrics of its own, served on /metrics.
+type MetricsBroker interface {
+	Broker
+	Collectors() []prometheus.Collector
+}
 
-// Publish hands evs to the hub.
-func (b MemoryBroker) Publish(_ context.Context, evs []Event, tr *Tracker) error {
-	b.Hub.Publish(evs, tr)
+// OrderedBroker is a Broker that decides the order of events itself and
+// gives every instance sharing it the same positions: it delivers with
+// Hub.Deliver and a Stamp, names the epoch of those positions (the same
+// across restarts and instances), and reports gaps with Hub.Gap. The
+// server then makes its hub Stamped with that epoch.
+type OrderedBroker interface {
+	Broker
+	Epoch() string
+}
+
+// MemoryBroker delivers to the hub it runs with, in this process: the
+// hub's publish order is the order, and the hub counts positions.
+type MemoryBroker struct {
+	once  sync.Once
+	ready chan struct{}
+	hub   *Hub
+}
+
+var _ Broker = (*MemoryBroker)(nil)
+
+// NewMemoryBroker returns a MemoryBroker; it delivers once Run started.
+func NewMemoryBroker() *MemoryBroker { return &MemoryBroker{ready: make(chan struct{})} }
+
+// Run makes hub the destination of Publish until ctx ends.
+func (b *MemoryBroker) Run(ctx context.Context, hub *Hub) error {
+	b.once.Do(func() {
+		b.hub = hub
+		close(b.ready)
+	})
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Publish hands evs to the hub, waiting for Run to have started.
+func (b *MemoryBroker) Publish(ctx context.Context, evs []Event, tr *Tracker) error {
+	select {
+	case <-b.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	b.hub.Publish(evs, tr)
 	return nil
 }
 

@@ -10,8 +10,8 @@ package events
 // both agree.
 
 type fastRequest struct {
-	auth, action, typ, id string
-	hasEvent              bool
+	auth, action, typ, id, since string
+	hasEvent, hasSince           bool
 }
 
 type scanner struct {
@@ -100,7 +100,7 @@ func parseFast(frame []byte) (r fastRequest, ok bool) {
 	if !s.byte('{') {
 		return r, false
 	}
-	var seen uint8 // auth, action, event, type, id
+	var seen uint8 // auth, action, event, type, id, since
 	for first := true; ; first = false {
 		key, done, ok := s.next(first)
 		if !ok {
@@ -121,6 +121,10 @@ func parseFast(frame []byte) (r fastRequest, ok bool) {
 			bit = 4
 			r.hasEvent = true
 			ok = s.byte('{') && s.eventFields(&r, &seen)
+		case "since":
+			bit = 32
+			r.hasSince = true
+			r.since, ok = s.str()
 		}
 		if bit == 0 || !ok || seen&bit != 0 {
 			return r, false

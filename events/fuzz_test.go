@@ -161,7 +161,7 @@ func checkPublished(t *testing.T, e *Event) {
 	if e.Data != nil && (len(e.Data) == 0 || e.Data[0] != '[') {
 		t.Fatalf("data %q is not an array", e.Data)
 	}
-	frame := e.AppendFrame(nil)
+	frame := e.AppendFrame(nil, "0123456789abcdef:1")
 	if !utf8.Valid(frame) {
 		t.Fatalf("frame %q is not UTF-8 (a text frame must be)", frame)
 	}
@@ -172,7 +172,7 @@ func checkPublished(t *testing.T, e *Event) {
 	if err := json.Unmarshal(frame, &got); err != nil {
 		t.Fatalf("frame %q: %v", frame, err)
 	}
-	if len(got) != 3 {
+	if len(got) != 4 {
 		t.Fatalf("frame %s has %d keys, want type, id, data", frame, len(got))
 	}
 	var typ, id string

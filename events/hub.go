@@ -21,13 +21,24 @@ const shardCount = 64
 // to a busy key copies nothing. Publishing is serialised, so every subscriber
 // sees events in the order the hub accepted them, but no lock is held while
 // a subscriber writes to its socket: Send only queues.
+//
+// The hub is where order is decided and so where positions are given: in
+// its own count of events (a new epoch per hub), or, for a broker that
+// orders events itself (MongoDB's change stream), from the Stamp that
+// broker hands to Deliver (an epoch the broker names, the same on every
+// instance). Each event is encoded once, its position included, and the
+// same frame goes to every subscriber and into the history.
 type Hub struct {
-	seed   maphash.Seed
-	shards [shardCount]shard
-	pubMu  sync.Mutex
-	batch  uint64 // the latest Publish's Delivery.Batch; under pubMu
-	count  atomic.Int64
-	now    func() time.Time
+	seed    maphash.Seed
+	shards  [shardCount]shard
+	pubMu   sync.Mutex
+	batch   uint64 // the latest Publish's Delivery.Batch; under pubMu
+	last    Pos    // the latest position given; under pubMu
+	epoch   string
+	stamped bool
+	hist    *History // nil: no history
+	count   atomic.Int64
+	now     func() time.Time
 
 	// lastPublish is when the latest Publish ended, in nanoseconds after
 	// epoch (monotonic).
@@ -106,14 +117,39 @@ func (t *topic) build() []Subscriber {
 	return list
 }
 
-// NewHub returns an empty Hub.
-func NewHub() *Hub {
-	h := &Hub{seed: maphash.MakeSeed(), now: time.Now}
+// HubOptions shape a Hub's positions and history.
+type HubOptions struct {
+	// Epoch names the hub's positions; "" takes a new random one (see
+	// NewEpoch), so that positions of an earlier process answer
+	// recovered:false. A broker that orders events itself names its own.
+	Epoch string
+	// Stamped: positions come from the Stamp given to Deliver (the
+	// "epoch:T.I.N" form) rather than from the hub's count ("epoch:N").
+	Stamped bool
+	// History keeps recent events for resuming; nil keeps none.
+	History *History
+}
+
+// NewHub returns an empty Hub with a new epoch and no history.
+func NewHub() *Hub { return NewHubWith(HubOptions{}) }
+
+// NewHubWith returns an empty Hub shaped by o.
+func NewHubWith(o HubOptions) *Hub {
+	if o.Epoch == "" {
+		o.Epoch = NewEpoch()
+	}
+	h := &Hub{seed: maphash.MakeSeed(), now: time.Now, epoch: o.Epoch, stamped: o.Stamped, hist: o.History}
 	for i := range h.shards {
 		h.shards[i].topics = make(map[Key]*topic)
 	}
 	return h
 }
+
+// Epoch returns the epoch of the hub's positions.
+func (h *Hub) Epoch() string { return h.epoch }
+
+// History returns the hub's history, nil when it keeps none.
+func (h *Hub) History() *History { return h.hist }
 
 func (h *Hub) shard(k Key) *shard {
 	return &h.shards[maphash.String(h.seed, k.ID)%shardCount]
@@ -186,13 +222,24 @@ func (h *Hub) subscribers(k Key) []Subscriber {
 	return list
 }
 
-// Publish encodes each event once and hands it to every subscriber of its
-// key, in order. When tr is not nil it counts the pairs handed out and is
-// sealed at the end. Publish returns the number of pairs handed out.
-func (h *Hub) Publish(evs []Event, tr *Tracker) int {
+// Publish hands evs to every subscriber of their keys, in order, at
+// positions the hub counts itself (the in-memory broker's order). When tr
+// is not nil it counts the pairs handed out and is sealed at the end.
+// Publish returns the number of pairs handed out.
+func (h *Hub) Publish(evs []Event, tr *Tracker) int { return h.publish(evs, tr, nil) }
+
+// Deliver is Publish for a broker that decided the order itself: the
+// events of one change at st, each at st.Pos(its index). On a hub that is
+// not Stamped the stamp is ignored and the hub counts.
+func (h *Hub) Deliver(evs []Event, tr *Tracker, st Stamp) int { return h.publish(evs, tr, &st) }
+
+// publish encodes each event once (its position is appended under the
+// lock, where the order is decided) and hands it to every subscriber of
+// its key, in order; the history keeps the same frame.
+func (h *Hub) publish(evs []Event, tr *Tracker, st *Stamp) int {
 	ds := make([]Delivery, len(evs))
 	for i := range evs {
-		ds[i].Frame = evs[i].AppendFrame(make([]byte, 0, evs[i].FrameSize()))
+		ds[i].Frame = evs[i].appendFrameHead(make([]byte, 0, evs[i].FrameSize()))
 		ds[i].Tracker = tr
 	}
 	n := 0
@@ -201,8 +248,14 @@ func (h *Hub) Publish(evs []Event, tr *Tracker) int {
 	h.batch++
 	for i := range evs {
 		d := &ds[i]
+		p := h.next(st, i)
+		d.Frame = appendFrameTail(d.Frame, h.epoch, h.stamped, p)
 		d.Accepted, d.Batch = now, h.batch
-		subs := h.subscribers(evs[i].Key())
+		k := evs[i].Key()
+		if h.hist.Enabled() {
+			h.hist.add(k, p, now, d.Frame)
+		}
+		subs := h.subscribers(k)
 		if tr != nil {
 			tr.add(len(subs))
 		}
@@ -217,4 +270,105 @@ func (h *Hub) Publish(evs []Event, tr *Tracker) int {
 		tr.seal()
 	}
 	return n
+}
+
+// Remember keeps the events of a change at st in the history without
+// delivering them: a broker that rebuilds the history of what happened
+// before this process started (MongoDB's change stream read from
+// history_ttl back) hands those changes here. Positions are given as
+// Deliver gives them; at is when the change happened (zero: now), from
+// which history_ttl counts.
+func (h *Hub) Remember(evs []Event, st Stamp, at time.Time) {
+	if !h.hist.Enabled() {
+		h.pubMu.Lock()
+		for i := range evs {
+			h.next(&st, i)
+		}
+		h.pubMu.Unlock()
+		return
+	}
+	frames := make([][]byte, len(evs))
+	for i := range evs {
+		frames[i] = evs[i].appendFrameHead(make([]byte, 0, evs[i].FrameSize()))
+	}
+	h.pubMu.Lock()
+	if now := h.now(); at.IsZero() || at.After(now) {
+		at = now
+	}
+	for i := range evs {
+		p := h.next(&st, i)
+		frames[i] = appendFrameTail(frames[i], h.epoch, h.stamped, p)
+		h.hist.add(evs[i].Key(), p, at, frames[i])
+	}
+	h.pubMu.Unlock()
+}
+
+// next returns the position of the i-th event of a publish; under pubMu.
+// Positions only grow: a stamp at or before the latest position (which a
+// stream in order never gives) continues after it.
+func (h *Hub) next(st *Stamp, i int) Pos {
+	p := Pos{Hi: h.last.Hi + 1}
+	if h.stamped {
+		p = Pos{Hi: h.last.Hi, Lo: h.last.Lo + 1}
+		if st != nil {
+			if sp := st.Pos(i); h.last.Less(sp) {
+				p = sp
+			}
+		}
+	}
+	h.last = p
+	return p
+}
+
+// Gap records that events at or before the position of st may be missing
+// (a change stream that lost history or skipped an event, or the point a
+// starting broker's history begins at): a since at or before it answers
+// recovered:false.
+func (h *Hub) Gap(st Stamp) {
+	h.pubMu.Lock()
+	if h.hist != nil {
+		h.hist.setGap(st.Pos(1<<32 - 1))
+	}
+	h.pubMu.Unlock()
+}
+
+// ErrSince is a since that is not a position as this hub writes them.
+var ErrSince = errBadSince
+
+// Resume subscribes s to k and, when s did not hold k, replays k's events
+// after since (text of a position) from the history: one step under the
+// publish lock, so that no event is lost or doubled between the last
+// replayed and the first live one. answer runs first, under the lock (it
+// must not block: it queues the answer frame, so that the answer precedes
+// the replay): added is whether s was subscribed now, recovered whether
+// every event after since is sent (false: none is). A subscription already
+// held answers recovered and replays nothing. More than maxReplay events
+// to replay answer recovered:false (reloading the object is cheaper).
+// The replay is one Delivery.Batch of its own, so that a send queue admits
+// it as it admits one publish.
+func (h *Hub) Resume(k Key, s Subscriber, since string, maxReplay int, answer func(added, recovered bool)) {
+	epoch, stamped, p, ok := ParsePos(since)
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	if !h.Subscribe(k, s) {
+		answer(false, true)
+		return
+	}
+	if !ok || epoch != h.epoch || stamped != h.stamped || h.hist == nil {
+		answer(true, false)
+		return
+	}
+	now := h.now()
+	var buf [8][]byte
+	frames, recovered := h.hist.after(k, p, now, maxReplay, buf[:0])
+	answer(true, recovered)
+	if !recovered || len(frames) == 0 {
+		return
+	}
+	h.batch++
+	ds := make([]Delivery, len(frames))
+	for i, f := range frames {
+		ds[i] = Delivery{Frame: f, Accepted: now, Batch: h.batch}
+		s.Send(&ds[i])
+	}
 }

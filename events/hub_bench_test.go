@@ -40,6 +40,29 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
+// BenchmarkPublishHistory is BenchmarkPublish with the server's default
+// history (5m, 64MiB): its frames are the delivered ones, and once full it
+// drops one event per event kept.
+func BenchmarkPublishHistory(b *testing.B) {
+	for _, n := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) {
+			h := NewHubWith(HubOptions{History: NewHistory(5*time.Minute, 64<<20)})
+			k := Key{IssueUpdate, hex24(1)}
+			for range n {
+				h.Subscribe(k, &nopSub{})
+			}
+			evs := []Event{{Type: IssueUpdate, ID: k.ID, Data: json.RawMessage(`["status","assignee"]`)}}
+			h.Publish(evs, nil)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.Publish(evs, nil)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/delivery")
+		})
+	}
+}
+
 // BenchmarkPublishTracked is BenchmarkPublish with ?wait counting.
 func BenchmarkPublishTracked(b *testing.B) {
 	for _, n := range []int{1, 1000} {
@@ -64,9 +87,20 @@ func BenchmarkPublishTracked(b *testing.B) {
 // every user watches their own issue; each op publishes events to distinct keys.
 func BenchmarkPublishPerObject(b *testing.B) {
 	const nkeys = 10000
-	for _, batch := range []int{1, 100} {
-		b.Run(fmt.Sprintf("keys=%d/events=%d", nkeys, batch), func(b *testing.B) {
+	for _, c := range []struct {
+		batch int
+		hist  bool
+	}{{1, false}, {100, false}, {1, true}, {100, true}} {
+		batch := c.batch
+		name := fmt.Sprintf("keys=%d/events=%d", nkeys, batch)
+		if c.hist {
+			name += "/history"
+		}
+		b.Run(name, func(b *testing.B) {
 			h := NewHub()
+			if c.hist { // the server's default history, full after the first 200,000 events or so
+				h = NewHubWith(HubOptions{History: NewHistory(5*time.Minute, 64<<20)})
+			}
 			evs := make([]Event, nkeys)
 			for i := range evs {
 				k := Key{IssueUpdate, hex24(i)}
@@ -261,6 +295,6 @@ func BenchmarkAppendFrame(b *testing.B) {
 	buf := make([]byte, 0, 256)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = e.AppendFrame(buf[:0])
+		buf = e.AppendFrame(buf[:0], "0123456789abcdef:1733312345.17.0")
 	}
 }

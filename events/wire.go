@@ -29,12 +29,18 @@ type Request struct {
 	Token  string
 	Action Action
 	Key    Key
+	// Since is the position an attach resumes after (its "since"), as the
+	// client sent it; HasSince tells an absent one from any other. The
+	// hub judges it (Hub.ParseSince); for detach it is ignored.
+	Since    string
+	HasSince bool
 }
 
 type wireRequest struct {
 	Auth   string        `json:"auth"`
 	Action string        `json:"action"`
 	Event  *wireEventRef `json:"event"`
+	Since  *string       `json:"since"`
 }
 
 type wireEventRef struct {
@@ -43,9 +49,12 @@ type wireEventRef struct {
 }
 
 func (w *wireRequest) fast() fastRequest {
-	f := fastRequest{auth: w.Auth, action: w.Action, hasEvent: w.Event != nil}
+	f := fastRequest{auth: w.Auth, action: w.Action, hasEvent: w.Event != nil, hasSince: w.Since != nil}
 	if w.Event != nil {
 		f.typ, f.id = w.Event.Type, w.Event.ID
+	}
+	if w.Since != nil {
+		f.since = *w.Since
 	}
 	return f
 }
@@ -56,6 +65,7 @@ var (
 	errNoEvent       = fmt.Errorf("%w: no event", ErrInvalidRequest)
 	errUnknownType   = fmt.Errorf("%w: unknown event type", ErrInvalidRequest)
 	errNotObjectID   = fmt.Errorf("%w: event.id is not an ObjectId", ErrInvalidRequest)
+	errBadSince      = fmt.Errorf("%w: since is not a position of this server", ErrInvalidRequest)
 )
 
 // ParseRequest parses one client frame. It checks only the shape (code 5);
@@ -105,6 +115,12 @@ func ParseRequest(frame []byte) (Request, error) {
 		r.Key.ID = id
 	}
 	r.Token = w.auth
+	if w.hasSince && r.Action == Attach {
+		if _, _, _, ok := ParsePos(w.since); !ok {
+			return Request{}, errBadSince
+		}
+		r.Since, r.HasSince = w.since, true
+	}
 	return r, nil
 }
 
@@ -140,13 +156,38 @@ func (e *Event) Key() Key {
 	return Key{Type: e.Type, ID: e.ID}
 }
 
-// FrameSize returns an upper bound of the length of e's frame.
+// FrameSize returns an upper bound of the length of e's frame, its
+// position included.
 func (e *Event) FrameSize() int {
-	return len(`{"type":"","id":,"data":[]}`) + len(e.Type.String()) + 6*len(e.ID) + 2 + len(e.Data)
+	id := len(e.ID) // an ObjectId needs no escapes
+	if e.Type.PerUser() {
+		id *= 6 // a notification's own id may need \u00XX for every byte
+	}
+	return len(`{"type":"","id":,"data":[],"pos":""}`) + len(e.Type.String()) + id + 2 + len(e.Data) + MaxPosLen
 }
 
-// AppendFrame appends the server message {"type","id","data"} for e.
-func (e *Event) AppendFrame(b []byte) []byte {
+// AppendFrame appends the server message {"type","id","data","pos"} for e
+// at the position whose text is pos.
+func (e *Event) AppendFrame(b []byte, pos string) []byte {
+	b = e.appendFrameHead(b)
+	b = append(b, posMember...)
+	b = append(b, pos...)
+	return append(b, '"', '}')
+}
+
+// posMember starts the last member of a frame.
+const posMember = `,"pos":"`
+
+// appendFrameTail ends a frame begun by appendFrameHead with the position.
+func appendFrameTail(b []byte, epoch string, stamped bool, p Pos) []byte {
+	b = append(b, posMember...)
+	b = AppendPos(b, epoch, stamped, p)
+	return append(b, '"', '}')
+}
+
+// appendFrameHead appends the frame of e up to its position:
+// {"type","id","data" without the closing brace.
+func (e *Event) appendFrameHead(b []byte) []byte {
 	b = append(b, `{"type":"`...)
 	b = append(b, e.Type.String()...)
 	b = append(b, `","id":`...)
@@ -157,7 +198,7 @@ func (e *Event) AppendFrame(b []byte) []byte {
 	} else {
 		b = append(b, e.Data...)
 	}
-	return append(b, '}')
+	return b
 }
 
 type wireEvent struct {

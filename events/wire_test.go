@@ -374,7 +374,7 @@ func TestParsePublishDataNotUTF8(t *testing.T) {
 	for _, body := range bodies {
 		evs, err := ParsePublish([]byte(body), 10)
 		if err == nil {
-			frame := evs[0].AppendFrame(nil)
+			frame := evs[0].AppendFrame(nil, "0123456789abcdef:1")
 			t.Errorf("ParsePublish(%q) accepted data that is not UTF-8; the frame %q is not valid UTF-8 (utf8.Valid = %v)", body, frame, utf8.Valid(frame))
 		}
 	}
@@ -434,12 +434,16 @@ func TestAppendFrame(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := string(tt.e.AppendFrame(nil)); got != tt.want {
-				t.Fatalf("AppendFrame = %s\nwant          %s", got, tt.want)
+			want := strings.TrimSuffix(tt.want, "}") + `,"pos":"0123456789abcdef:7"}`
+			if got := string(tt.e.AppendFrame(nil, "0123456789abcdef:7")); got != want {
+				t.Fatalf("AppendFrame = %s\nwant          %s", got, want)
+			}
+			if n := len(tt.e.AppendFrame(nil, FormatPos("0123456789abcdef", true, Pos{Hi: 1<<64 - 1, Lo: 1<<32 - 1}))); n > tt.e.FrameSize() {
+				t.Fatalf("frame of %d bytes, FrameSize %d", n, tt.e.FrameSize())
 			}
 			// AppendFrame appends.
 			prefix := []byte("prefix")
-			if got := string(tt.e.AppendFrame(prefix)); got != "prefix"+tt.want {
+			if got := string(tt.e.AppendFrame(prefix, "0123456789abcdef:7")); got != "prefix"+want {
 				t.Fatalf("AppendFrame(prefix) = %s", got)
 			}
 		})
@@ -472,7 +476,7 @@ func TestAppendFrameEscapesID(t *testing.T) {
 	}
 	for _, id := range ids {
 		e := Event{Type: Notification, ID: id, User: wireUser, Data: json.RawMessage(`["d"]`)}
-		frame := e.AppendFrame(nil)
+		frame := e.AppendFrame(nil, "0123456789abcdef:1")
 		if !utf8.Valid(frame) {
 			t.Errorf("id %q: frame %q is not UTF-8", id, frame)
 			continue
@@ -481,6 +485,7 @@ func TestAppendFrameEscapesID(t *testing.T) {
 			Type string          `json:"type"`
 			ID   string          `json:"id"`
 			Data json.RawMessage `json:"data"`
+			Pos  string          `json:"pos"`
 		}
 		if err := strictUnmarshal(frame, &got); err != nil {
 			t.Errorf("id %q: frame %s is not JSON: %v", id, frame, err)
@@ -504,12 +509,12 @@ func TestPublishFrameRoundTrip(t *testing.T) {
 	if evs[0].ID != want {
 		t.Fatalf("ID = %q, want %q", evs[0].ID, want)
 	}
-	frame := evs[0].AppendFrame(nil)
+	frame := evs[0].AppendFrame(nil, "0123456789abcdef:1")
 	var got map[string]any
 	if err := strictUnmarshal(frame, &got); err != nil {
 		t.Fatalf("frame %s: %v", frame, err)
 	}
-	if got["id"] != want || got["type"] != "notification" || fmt.Sprint(got["data"]) != "[map[text:hi]]" || len(got) != 3 {
+	if got["id"] != want || got["type"] != "notification" || fmt.Sprint(got["data"]) != "[map[text:hi]]" || len(got) != 4 {
 		t.Fatalf("frame %s decodes to %v", frame, got)
 	}
 }

@@ -80,7 +80,7 @@ func BenchmarkDeliverChange(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				if _, err := mg.Source.deliver(context.Background(), hub, raw); err != nil {
+				if _, err := mg.Broker.src.deliver(context.Background(), hub, raw); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -153,7 +153,7 @@ func BenchmarkPublishRoundTrip(b *testing.B) {
 	hub.Subscribe(events.Key{Type: events.IssueUpdate, ID: issue1.Hex()}, rec)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = mg.Source.Run(ctx, hub); close(done) }()
+	go func() { _ = mg.Broker.Run(ctx, hub); close(done) }()
 	defer func() { cancel(); <-done; _ = mg.Close(context.Background()) }()
 	for mg.Ready() != nil {
 		time.Sleep(time.Millisecond)

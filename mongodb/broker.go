@@ -3,6 +3,8 @@ package mongodb
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/airlay/airlay/events"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
@@ -43,7 +46,17 @@ import (
 // ?wait counts: the instance that accepted the publish keeps the request's
 // Tracker under the document's attempt (or _id) until its own change stream
 // delivers the document (at most PendingTTL, at most PendingMax requests).
+//
+// The Broker is the server's one broker with MongoDB (events.Broker): it
+// publishes as above and runs the change stream (Source) that delivers
+// every instance's publishes and the configured collections' changes to
+// the hub, at positions made of each change's cluster time and the event's
+// index in it (events.OrderedBroker), the same on every instance. Its
+// readiness is the stream's, its metrics the package's.
 type Broker struct {
+	src      *Source
+	epoch    string
+	metrics  *metrics
 	coll     *mongo.Collection
 	instance string
 	timeout  time.Duration
@@ -64,13 +77,40 @@ type pendingPublish struct {
 }
 
 var (
-	_ events.Broker      = (*Broker)(nil)
-	_ events.KeyedBroker = (*Broker)(nil)
+	_ events.Broker        = (*Broker)(nil)
+	_ events.KeyedBroker   = (*Broker)(nil)
+	_ events.ReadyBroker   = (*Broker)(nil)
+	_ events.MetricsBroker = (*Broker)(nil)
+	_ events.OrderedBroker = (*Broker)(nil)
 )
+
+// Run runs the change stream, delivering to hub until ctx ends; then it
+// saves the resume token and returns ctx's error.
+func (b *Broker) Run(ctx context.Context, hub *events.Hub) error { return b.src.Run(ctx, hub) }
+
+// Ready returns nil while the change stream is open and answering, and
+// why not otherwise.
+func (b *Broker) Ready() error { return b.src.Ready() }
+
+// Collectors returns the package's metrics.
+func (b *Broker) Collectors() []prometheus.Collector { return b.metrics.collectors() }
+
+// Epoch names the positions of this database's events: the same for every
+// instance sharing it and across restarts (derived from the database
+// name).
+func (b *Broker) Epoch() string { return b.epoch }
+
+// epochOf derives the epoch of a database's positions.
+func epochOf(database string) string {
+	sum := sha256.Sum256([]byte("airlay positions\x00" + database))
+	return hex.EncodeToString(sum[:events.EpochLen/2])
+}
 
 func newBroker(db *mongo.Database, cfg *Config, m *metrics, log *slog.Logger) *Broker {
 	wc := options.Collection().SetWriteConcern(writeconcern.Majority())
 	return &Broker{
+		epoch:    epochOf(cfg.Database),
+		metrics:  m,
 		coll:     db.Collection(cfg.Events, wc),
 		instance: cfg.Instance,
 		timeout:  cfg.QueryTimeout,

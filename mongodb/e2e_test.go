@@ -31,6 +31,7 @@ type serverEnv struct {
 	t    *testing.T
 	f    *fakeMongo
 	mg   *Mongo
+	srv  *server.Server
 	base string
 	ws   string
 	logs *testkit.Buffer
@@ -53,7 +54,7 @@ func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serv
 	cfg.JWTPublicKey, cfg.PublishToken = keyPath, e2ePublishToken
 	mg, logs := connectWith(t, co, mcfg)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := server.New(&cfg, server.Options{Logger: log, Store: mg.Store, Broker: mg.Broker, Ready: mg.Ready, Collectors: mg.Collectors()})
+	srv, err := server.New(&cfg, server.Options{Logger: log, Store: mg.Store, Broker: mg.Broker})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,19 +62,15 @@ func startServerWith(t *testing.T, co *options.ClientOptions, mcfg Config) *serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served, sourced := make(chan error, 1), make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	go func() { sourced <- mg.Source.Run(ctx, srv.Hub()) }()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }() // the server runs the broker (its change stream) until Shutdown
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
 		_ = srv.Shutdown(sctx)
 		<-served
-		cancel()
-		<-sourced
 	})
-	return &serverEnv{t: t, mg: mg, base: "http://" + ln.Addr().String(), ws: "ws://" + ln.Addr().String() + "/ws", logs: logs}
+	return &serverEnv{t: t, mg: mg, srv: srv, base: "http://" + ln.Addr().String(), ws: "ws://" + ln.Addr().String() + "/ws", logs: logs}
 }
 
 func (e *serverEnv) token(user string) string {
@@ -136,7 +133,7 @@ func wsRead(t *testing.T, ws *websocket.Conn) string {
 	if err != nil {
 		t.Fatalf("read: %v", err)
 	}
-	return string(msg)
+	return stripPos(string(msg))
 }
 
 func answer(code int) string {

@@ -103,7 +103,7 @@ func startSource(t *testing.T, f *fakeMongo, cfg Config, recs ...*recorder) *env
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- mg.Source.Run(ctx, e.hub) }()
+	go func() { done <- mg.Broker.Run(ctx, e.hub) }()
 	var once sync.Once
 	e.stop = func() {
 		once.Do(func() {
@@ -139,7 +139,8 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // recorder is a subscriber that keeps every frame it gets, with its key.
 type recorder struct {
 	mu     sync.Mutex
-	frames []string
+	frames []string // without their positions (see stripPos)
+	pos    []string // the position of each frame
 	wake   chan struct{}
 }
 
@@ -147,7 +148,9 @@ func newRecorder() *recorder { return &recorder{wake: make(chan struct{}, 1)} }
 
 func (r *recorder) Send(d *events.Delivery) {
 	r.mu.Lock()
-	r.frames = append(r.frames, string(d.Frame))
+	f, p := splitPos(string(d.Frame))
+	r.frames = append(r.frames, f)
+	r.pos = append(r.pos, p)
 	r.mu.Unlock()
 	if d.Tracker != nil {
 		d.Tracker.Delivered()
@@ -233,4 +236,21 @@ func frame(typ string, id any, data string) string {
 		s = v
 	}
 	return `{"type":"` + typ + `","id":"` + s + `","data":` + data + `}`
+}
+
+// splitPos cuts the position off an event frame, which tests compare
+// apart: the frame as it would be without "pos", and the position ("" for
+// a frame without one, such as an answer).
+func splitPos(frame string) (rest, pos string) {
+	i := strings.LastIndex(frame, `,"pos":"`)
+	if i < 0 || !strings.HasSuffix(frame, `"}`) {
+		return frame, ""
+	}
+	return frame[:i] + "}", frame[i+len(`,"pos":"`) : len(frame)-2]
+}
+
+// stripPos is splitPos without the position.
+func stripPos(frame string) string {
+	rest, _ := splitPos(frame)
+	return rest
 }

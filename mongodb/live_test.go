@@ -131,7 +131,7 @@ func (l *live) start(cfg Config, recs ...*recorder) *liveSource {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- mg.Source.Run(ctx, s.hub) }()
+	go func() { done <- mg.Broker.Run(ctx, s.hub) }()
 	var once sync.Once
 	s.stop = func() {
 		once.Do(func() {

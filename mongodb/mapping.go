@@ -16,7 +16,8 @@ import (
 // change is the part of a change event the mappings read.
 type change struct {
 	op, coll string
-	at       time.Time // wallTime, or clusterTime to the second
+	at       time.Time    // wallTime, or clusterTime to the second
+	st       events.Stamp // clusterTime: the change's place in the order of every instance
 	key      bson.RawValue
 	doc      bson.Raw // fullDocument; nil when absent
 	updated  bson.Raw // updateDescription.updatedFields
@@ -31,6 +32,9 @@ func parseChange(raw bson.Raw) (*change, error) {
 		return nil, fmt.Errorf("change without operationType")
 	}
 	c.coll, _ = raw.Lookup("ns", "coll").StringValueOK()
+	if t, i, ok := raw.Lookup("clusterTime").TimestampOK(); ok {
+		c.st = events.Stamp{T: t, I: i}
+	}
 	if wt, ok := raw.Lookup("wallTime").DateTimeOK(); ok {
 		c.at = time.UnixMilli(wt)
 	} else if t, _, ok := raw.Lookup("clusterTime").TimestampOK(); ok {

@@ -11,12 +11,11 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 )
 
-// Mongo is airlay's MongoDB side: give Store, Broker and Ready to the server,
-// run Source beside it, and serve Collectors on /metrics.
+// Mongo is airlay's MongoDB side: give Store and Broker to the server,
+// which runs the Broker (its change stream) and serves its metrics.
 type Mongo struct {
 	Store  *Store
 	Broker *Broker
-	Source *Source
 
 	client  *mongo.Client
 	metrics *metrics
@@ -44,18 +43,18 @@ func Connect(cfg Config, log *slog.Logger, clientOpts *options.ClientOptions) (*
 	mg := &Mongo{client: client, metrics: m}
 	mg.Store = newStore(db, &cfg, m)
 	mg.Broker = newBroker(db, &cfg, m, log)
-	mg.Source = newSource(db, &cfg, m, mg.Broker, log)
+	mg.Broker.src = newSource(db, &cfg, m, mg.Broker, log)
 	return mg, nil
 }
 
 // Ready returns nil while MongoDB is usable (the change stream is open and
 // answering), and why not otherwise; it is the server's readiness hook.
-func (mg *Mongo) Ready() error { return mg.Source.Ready() }
+func (mg *Mongo) Ready() error { return mg.Broker.Ready() }
 
 // Collectors returns the package's metrics.
 func (mg *Mongo) Collectors() []prometheus.Collector { return mg.metrics.collectors() }
 
-// Close disconnects; run it after Source.Run returned.
+// Close disconnects; run it after Broker.Run returned.
 func (mg *Mongo) Close(ctx context.Context) error { return mg.client.Disconnect(ctx) }
 
 // resumeMonitor counts change streams opened after a token, including the

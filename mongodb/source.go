@@ -56,15 +56,25 @@ type Source struct {
 
 	state   atomic.Pointer[error] // nil: up
 	started atomic.Bool
+
+	// rebuilding: the stream reads the history_ttl before the start (see
+	// rebuild) and has not caught up yet; Ready reports it.
+	rebuilding atomic.Bool
+	// live is the cluster time at the start: changes at or before it go
+	// into the history only (no connection of this process attached
+	// before them); later ones are delivered.
+	live events.Stamp
 }
+
+// ErrRebuilding is the readiness of a starting instance that is still
+// reading the history of the last history_ttl from the change stream.
+var ErrRebuilding = errors.New("change stream: rebuilding the history of recent events (history_ttl back), not caught up yet")
 
 // rule is a Mapping with its finished value parsed.
 type rule struct {
 	*Mapping
 	finished any
 }
-
-var _ events.Source = (*Source)(nil)
 
 func newSource(db *mongo.Database, cfg *Config, m *metrics, b *Broker, log *slog.Logger) *Source {
 	s := &Source{db: db, cfg: cfg, log: log, m: m, broker: b, tokens: db.Collection(cfg.Resume), rules: make(map[string][]rule), now: time.Now}
@@ -83,11 +93,14 @@ func newSource(db *mongo.Database, cfg *Config, m *metrics, b *Broker, log *slog
 	return s
 }
 
-// Ready returns nil while the stream is open and answering, and why not
-// otherwise.
+// Ready returns nil while the stream is open and answering, and caught up
+// with the history it rebuilds at start-up; why not otherwise.
 func (s *Source) Ready() error {
 	if p := s.state.Load(); p != nil {
 		return *p
+	}
+	if s.rebuilding.Load() {
+		return ErrRebuilding
 	}
 	return nil
 }
@@ -114,6 +127,9 @@ type position struct {
 	changed    bool // a change that passed the filter was read since the last save
 	readOK     bool // a read succeeded since the stream was last opened
 	careful    bool // read one event per batch, to find the one that fails
+	// startAt opens a stream with no token at this cluster time (the
+	// rebuild of the history); nil: from now.
+	startAt *primitive.Timestamp
 }
 
 // errCaughtUp ends a careful stream once it has read everything: the
@@ -134,8 +150,11 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 		return errors.New("mongodb: Source.Run called twice")
 	}
 	var pos position
+	if ttl := hub.History().TTL(); ttl > 0 {
+		s.startRebuild(ctx, hub, &pos, ttl)
+	}
 	wait := s.cfg.RetryMin
-	for {
+	for pos.startAt == nil {
 		tok, after, err := s.loadToken(ctx)
 		if err == nil {
 			pos.token, pos.startAfter, pos.saved, pos.savedAt = tok, after, tok, s.now()
@@ -150,9 +169,16 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 		}
 		wait = min(2*wait, s.cfg.RetryMax)
 	}
-	if pos.token != nil {
+	switch {
+	case pos.startAt != nil:
+		s.log.Info("change stream: rebuilding the history from the stream", "instance", s.cfg.Instance, "from_cluster_time", pos.startAt.T, "back", time.Duration(s.live.T-pos.startAt.T)*time.Second)
+	case pos.token != nil:
+		// Without history there is nothing to prove; the gap says so for
+		// any since all the same.
+		hub.Gap(s.nowStamp())
 		s.log.Info("change stream: resuming after the saved token", "instance", s.cfg.Instance)
-	} else {
+	default:
+		hub.Gap(s.nowStamp())
 		s.log.Info("change stream: no saved token, starting from now", "instance", s.cfg.Instance)
 	}
 	s.ensureIndex(ctx)
@@ -181,10 +207,16 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 			s.log.Info("change stream invalidated; reopening after it")
 			s.ensureIndex(ctx) // the database was dropped, and the index with it
 			continue
+		case historyLost(err) && pos.token == nil && pos.startAt != nil:
+			// The oplog does not reach history_ttl back: rebuild from
+			// its oldest entry (or, unknown, from half as far back).
+			s.laterStart(ctx, hub, &pos)
+			continue
 		case historyLost(err):
 			s.setDown(err) // until the stream is open again, from now
 			s.m.historyLost.Inc()
 			s.log.Error("change stream history lost: the resume token is older than the oplog; changes since then are lost; starting from now", "err", err)
+			hub.Gap(s.nowStamp()) // every since before now may have missed an event
 			pos = position{}
 			s.save(ctx, &pos)
 			continue
@@ -205,7 +237,7 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 			pos.careful = true
 			bad.tries++
 			if bad.tries >= s.cfg.PoisonTries {
-				serr := s.skipEvent(ctx, &pos, err)
+				serr := s.skipEvent(ctx, hub, &pos, err)
 				if serr == nil {
 					pos.careful, bad = false, poisoned{}
 					continue
@@ -239,8 +271,81 @@ func (s *Source) options(pos *position) *options.ChangeStreamOptions {
 		} else {
 			opts.SetResumeAfter(pos.token)
 		}
+	} else if pos.startAt != nil {
+		opts.SetStartAtOperationTime(pos.startAt)
 	}
 	return opts
+}
+
+// startRebuild makes the stream start history_ttl before now (MongoDB's
+// clock), so that the history holds what happened before this instance
+// started, as far as the oplog still has it: a client that comes back
+// after a restart or from another instance recovers here. The saved
+// resume token is not needed for that (no connection of this process
+// missed anything before it started). Until the stream has caught up,
+// Ready reports ErrRebuilding.
+func (s *Source) startRebuild(ctx context.Context, hub *events.Hub, pos *position, ttl time.Duration) {
+	s.live = s.clusterNow(ctx)
+	back := uint32(max(1, ttl/time.Second))
+	from := primitive.Timestamp{T: s.live.T - min(back, s.live.T-1), I: 0}
+	pos.startAt = &from
+	s.rebuilding.Store(true)
+	hub.Gap(before(from)) // a since before the window cannot be proven
+}
+
+// laterStart moves the start of the rebuild to the oldest entry of the
+// oplog (where a stream can still start), or halfway to now when the
+// oplog cannot be read; the history's gap moves with it.
+func (s *Source) laterStart(ctx context.Context, hub *events.Hub, pos *position) {
+	from := *pos.startAt
+	// Just after the oldest entry, which may go any moment.
+	if oldest, ok := s.oldestOplog(ctx); ok && (primitive.Timestamp{T: oldest.T, I: oldest.I + 1}).After(from) {
+		from = primitive.Timestamp{T: oldest.T, I: oldest.I + 1}
+	} else {
+		from.T += (s.live.T - from.T + 1) / 2
+	}
+	if live := (primitive.Timestamp{T: s.live.T, I: s.live.I}); from.After(live) {
+		from = live
+	}
+	s.log.Info("change stream: the oplog does not reach history_ttl back; the rebuilt history starts at its oldest entry", "from_cluster_time", fmt.Sprintf("%d.%d", from.T, from.I))
+	pos.startAt = &from
+	hub.Gap(before(from))
+}
+
+// before is the stamp right before ts: a since at or before it is older
+// than a stream that starts at ts.
+func before(ts primitive.Timestamp) events.Stamp {
+	if ts.I == 0 {
+		return events.Stamp{T: ts.T - 1, I: 1<<32 - 1}
+	}
+	return events.Stamp{T: ts.T, I: ts.I - 1}
+}
+
+// oldestOplog reads the time of the oldest oplog entry (local.oplog.rs in
+// natural order); ok is false when it cannot be read (no permission).
+func (s *Source) oldestOplog(ctx context.Context) (primitive.Timestamp, bool) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	raw, err := s.db.Client().Database("local").Collection("oplog.rs").FindOne(ctx, bson.D{},
+		options.FindOne().SetSort(bson.D{{Key: "$natural", Value: 1}}).SetProjection(bson.D{{Key: "ts", Value: 1}})).Raw()
+	if err != nil {
+		return primitive.Timestamp{}, false
+	}
+	t, i, ok := raw.Lookup("ts").TimestampOK()
+	return primitive.Timestamp{T: t, I: i}, ok
+}
+
+// clusterNow is MongoDB's present cluster time (the operationTime of a
+// ping), or this machine's clock 5 s back when MongoDB does not say.
+func (s *Source) clusterNow(ctx context.Context) events.Stamp {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	if raw, err := s.db.RunCommand(ctx, bson.D{{Key: "ping", Value: 1}}).Raw(); err == nil {
+		if t, i, ok := raw.Lookup("operationTime").TimestampOK(); ok {
+			return events.Stamp{T: t, I: i}
+		}
+	}
+	return events.Stamp{T: uint32(s.now().Add(-5 * time.Second).Unix())}
 }
 
 // watch opens the stream after pos and delivers until it fails or ends
@@ -310,6 +415,9 @@ func (s *Source) watch(ctx context.Context, hub *events.Hub, pos *position) erro
 			continue
 		}
 		s.m.caughtUp(s.now())
+		if !first && s.rebuilding.CompareAndSwap(true, false) {
+			s.log.Info("change stream: history rebuilt, caught up", "events", hub.History().Len())
+		}
 		if pos.careful && !first {
 			return errCaughtUp
 		}
@@ -382,7 +490,7 @@ func (f *fragments) add(raw bson.Raw) (bson.Raw, bool, error) {
 // skipEvent skips the event after pos that cannot be read (cause): a
 // stream with the same filter and a projection small enough to read names
 // it; it is logged, counted, and pos moves past it.
-func (s *Source) skipEvent(ctx context.Context, pos *position, cause error) error {
+func (s *Source) skipEvent(ctx context.Context, hub *events.Hub, pos *position, cause error) error {
 	p := bson.A{match(s.cfg), bson.D{{Key: "$project", Value: bson.D{
 		{Key: "_id", Value: 1}, {Key: "operationType", Value: 1}, {Key: "ns", Value: 1}, {Key: "clusterTime", Value: 1}, {Key: "documentKey", Value: 1},
 	}}}}
@@ -409,9 +517,16 @@ func (s *Source) skipEvent(ctx context.Context, pos *position, cause error) erro
 	s.m.noEvent(coll, whyTooLarge)
 	s.log.Error("change stream: skipped a change event that cannot be read (over 16 MB); its event is lost",
 		"collection", coll, "op", op, "id", idText(ev.Lookup("documentKey", "_id")), "cluster_time", fmt.Sprintf("%d.%d", t, i), "tries", s.cfg.PoisonTries, "err", cause)
+	hub.Gap(events.Stamp{T: t, I: i}) // a since before the skipped event cannot be proven
 	pos.token, pos.startAfter, pos.changed = bytes.Clone(cs.ResumeToken()), false, true
 	s.save(ctx, pos)
 	return nil
+}
+
+// nowStamp is a stamp after every change committed so far (by this
+// machine's clock: cluster times are seconds of the servers' clocks).
+func (s *Source) nowStamp() events.Stamp {
+	return events.Stamp{T: uint32(s.now().Unix()), I: 1<<32 - 1}
 }
 
 // deliver maps one change and hands its events to the hub; it returns the
@@ -448,11 +563,11 @@ func (s *Source) deliver(ctx context.Context, hub *events.Hub, raw bson.Raw) (st
 			s.m.noEvent(c.coll, whyNotPublish)
 			s.log.Warn("change stream: document of the events collection skipped", "id", idText(c.key), "err", err)
 			if tr != nil {
-				hub.Publish(nil, tr) // seal it: nothing to count
+				hub.Deliver(nil, tr, c.st) // seal it: nothing to count
 			}
 			return c.op, nil
 		}
-		hub.Publish(evs, tr)
+		s.hand(hub, c, evs, tr)
 		return c.op, nil
 	}
 	var evs []events.Event
@@ -486,11 +601,22 @@ func (s *Source) deliver(ctx context.Context, hub *events.Hub, raw bson.Raw) (st
 		evs = append(evs, ev)
 	}
 	if len(evs) > 0 {
-		hub.Publish(evs, nil)
+		s.hand(hub, c, evs, nil)
 	} else {
 		s.m.noEvent(c.coll, why)
 	}
 	return c.op, nil
+}
+
+// hand gives the events of change c to the hub: into the history only
+// when c happened before this instance started (the rebuild), delivered
+// otherwise.
+func (s *Source) hand(hub *events.Hub, c *change, evs []events.Event, tr *events.Tracker) {
+	if s.rebuilding.Load() && !s.live.Less(c.st) && tr == nil {
+		hub.Remember(evs, c.st, c.at)
+		return
+	}
+	hub.Deliver(evs, tr, c.st)
 }
 
 // lookup reads the current document of an update (what updateLookup would

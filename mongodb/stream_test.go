@@ -444,7 +444,7 @@ func BenchmarkStreamCPU(b *testing.B) {
 	hub := events.NewHub()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = mg.Source.Run(ctx, hub); close(done) }()
+	go func() { _ = mg.Broker.Run(ctx, hub); close(done) }()
 	defer func() { cancel(); <-done; _ = mg.Close(context.Background()) }()
 	for mg.Ready() != nil {
 		time.Sleep(time.Millisecond)

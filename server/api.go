@@ -311,6 +311,9 @@ type configAnswer struct {
 		MaxSubscriptions int   `json:"max_subscriptions"`
 		MaxMessageBytes  int64 `json:"max_message_bytes"`
 	} `json:"limits"`
+	History struct {
+		TTLSeconds int64 `json:"ttl_seconds"`
+	} `json:"history"`
 }
 
 // handleConfig is GET /api/config: discovery, no secrets.
@@ -321,6 +324,7 @@ func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	a.Limits.MaxSubscriptions = s.cfg.MaxSubscriptions
 	a.Limits.MaxMessageBytes = s.cfg.MaxMessageBytes
+	a.History.TTLSeconds = int64(s.hub.History().TTL() / time.Second)
 	writeJSON(w, a)
 }
 

@@ -89,8 +89,11 @@ func TestAPIConfigDiscovery(t *testing.T) {
 			t.Errorf("%s: Content-Type %q", tc.name, ct)
 		}
 		m := apiDecode(t, tc.name, b)
-		if got, want := apiKeys(m), []string{"event_types", "files_enabled", "limits", "publish_enabled", "version", "websocket"}; !reflect.DeepEqual(got, want) {
+		if got, want := apiKeys(m), []string{"event_types", "files_enabled", "history", "limits", "publish_enabled", "version", "websocket"}; !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: keys %v, want %v", tc.name, got, want)
+		}
+		if h, _ := m["history"].(map[string]any); len(h) != 1 || h["ttl_seconds"] != 300.0 {
+			t.Errorf("%s: history %v, want {ttl_seconds: 300} (the default 5m)", tc.name, m["history"])
 		}
 		if m["version"] != Version || Version == "" {
 			t.Errorf("%s: version %v, want %q", tc.name, m["version"], Version)

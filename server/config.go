@@ -112,6 +112,17 @@ type Config struct {
 	// Default 100000.
 	IdempotencyKeys int
 
+	// HistoryTTL: history_ttl, how long events are kept for resuming an
+	// attach with "since"; 0 keeps none. Default 5m.
+	HistoryTTL time.Duration
+	// HistoryBytes: history_bytes, memory for that history, every event
+	// together (frame plus a fixed overhead each); default 64MiB.
+	HistoryBytes int64
+	// MaxReplay: max_replay, the most events one attach with "since" is
+	// sent again; a resume that needs more answers recovered:false (the
+	// client reloads the object). Default 1000.
+	MaxReplay int
+
 	// Mongo is the [mongodb] section, for its owner (package mongodb,
 	// wired by cmd/airlay-cli) to read.
 	Mongo *iniconf.Section
@@ -160,6 +171,9 @@ func Defaults() Config {
 		LogLevel:          slog.LevelInfo,
 		IdempotencyWindow: 10 * time.Minute,
 		IdempotencyKeys:   100000,
+		HistoryTTL:        5 * time.Minute,
+		HistoryBytes:      64 << 20,
+		MaxReplay:         1000,
 	}
 }
 
@@ -235,6 +249,9 @@ func readConfig(f *iniconf.File) (*Config, error) {
 		{Name: "live_page", Value: iniconf.Bool(&c.LivePage)},
 		{Name: "idempotency_window", Value: iniconf.Duration(&c.IdempotencyWindow, time.Second)},
 		{Name: "idempotency_keys", Value: iniconf.Int(&c.IdempotencyKeys, 1)},
+		{Name: "history_ttl", Value: iniconf.Duration(&c.HistoryTTL, 0)},
+		{Name: "history_bytes", Value: iniconf.Size(&c.HistoryBytes, 1024)},
+		{Name: "max_replay", Value: iniconf.Int(&c.MaxReplay, 1)},
 	})
 	if err != nil {
 		return nil, err

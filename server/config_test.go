@@ -71,6 +71,9 @@ var cfgKeys = []cfgKey{
 	{SectionServer, "live_page", "LivePage", "true", true},
 	{SectionServer, "idempotency_window", "IdempotencyWindow", "30s", 30 * time.Second},
 	{SectionServer, "idempotency_keys", "IdempotencyKeys", "50", 50},
+	{SectionServer, "history_ttl", "HistoryTTL", "90s", 90 * time.Second},
+	{SectionServer, "history_bytes", "HistoryBytes", "8MiB", int64(8 << 20)},
+	{SectionServer, "max_replay", "MaxReplay", "20", 20},
 }
 
 // cfgContractKeys are the keys PROTOCOL.md fixes.

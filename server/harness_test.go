@@ -4,6 +4,7 @@ package server
 // gorilla/websocket (not melody) and net/http.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rsa"
 	"encoding/json"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/events"
 	"github.com/airlay/airlay/internal/testkit"
 	"github.com/gorilla/websocket"
 )
@@ -309,4 +311,19 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// cutPos splits an event frame into the frame without its last member,
+// "pos", and that position; ok is false when the frame does not end with
+// a well-formed position.
+func cutPos(msg []byte) (rest []byte, pos string, ok bool) {
+	i := bytes.LastIndex(msg, []byte(`,"pos":"`))
+	if i < 0 || !bytes.HasSuffix(msg, []byte(`"}`)) {
+		return msg, "", false
+	}
+	pos = string(msg[i+len(`,"pos":"`) : len(msg)-2])
+	if _, _, _, good := events.ParsePos(pos); !good {
+		return msg, pos, false
+	}
+	return append(append([]byte(nil), msg[:i]...), '}'), pos, true
 }

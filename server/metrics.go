@@ -28,6 +28,7 @@ type metrics struct {
 	latency          prometheus.Histogram
 	publishRequests  *prometheus.CounterVec
 	duplicates       prometheus.Counter // publishes answered as a repeated Idempotency-Key
+	resumes          *prometheus.CounterVec
 }
 
 func newMetrics(hub *events.Hub, verifier *auth.Verifier, extra []prometheus.Collector) *metrics {
@@ -62,6 +63,17 @@ func newMetrics(hub *events.Hub, verifier *auth.Verifier, extra []prometheus.Col
 		func() float64 { return float64(verifier.RSAVerifications()) }))
 	m.duplicates = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_publish_duplicates_total", Help: "POST /api/events answered 200 duplicate: an Idempotency-Key seen within idempotency_window; nothing published."})
 	f(m.duplicates)
+	m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_resumes_total", Help: "Attach requests with since, by result: recovered (replayed from history), not_recovered (answered recovered:false), held (the subscription was held already)."}, []string{"result"})
+	for _, r := range []string{"recovered", "not_recovered", "held"} {
+		m.resumes.WithLabelValues(r)
+	}
+	f(m.resumes)
+	if h := hub.History(); h != nil {
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "airlay_history_events", Help: "Events kept in the history for resuming."}, func() float64 { return float64(h.Len()) }))
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "airlay_history_bytes", Help: "Memory counted for the history (frames plus a fixed overhead per event); at most history_bytes."}, func() float64 { return float64(h.Bytes()) }))
+		f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "airlay_history_evicted_total", Help: "Events dropped from the history, for room (history_bytes) or age (history_ttl)."}, func() float64 { return float64(h.Evicted()) }))
+		f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "airlay_history_replayed_total", Help: "Events sent again from the history to resumed subscriptions."}, func() float64 { return float64(h.Replayed()) }))
+	}
 	// airlay_build_info{version,goversion} 1: which build runs (a
 	// dashboard's version panel, an alert on mixed versions).
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{

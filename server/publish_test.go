@@ -287,8 +287,8 @@ func TestPublishDelivers(t *testing.T) {
 	if d := ev["data"].([]any); len(d) != 0 {
 		t.Fatalf("absent data delivered as %v, want []", ev["data"])
 	}
-	if len(ev) != 3 {
-		t.Fatalf("event %v: want exactly type, id, data", ev)
+	if _, ok := ev["pos"].(string); len(ev) != 4 || !ok {
+		t.Fatalf("event %v: want exactly type, id, data, pos", ev)
 	}
 
 	// An array: every event, in order, with its data.

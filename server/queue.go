@@ -145,3 +145,15 @@ var answerDeliveries = func() []*events.Delivery {
 	}
 	return ds
 }()
+
+// recoveredAnswers are the answers of an attach with since: index 0 with
+// "recovered":false, 1 with "recovered":true.
+var recoveredAnswers = func() [2]*events.Delivery {
+	var ds [2]*events.Delivery
+	for i, v := range []string{"false", "true"} {
+		f := events.OK.Frame()
+		b := append(append(append([]byte(nil), f[:len(f)-1]...), `,"recovered":`...), v...)
+		ds[i] = &events.Delivery{Frame: append(b, '}')}
+	}
+	return ds
+}()

@@ -27,15 +27,19 @@ var Version = "0.1.0-dev"
 type Options struct {
 	Logger *slog.Logger // nil: slog.Default()
 	Store  auth.Store   // nil: auth.Open (no MongoDB: every user and dataset exists)
+	// Broker is where published events travel and where delivered events
+	// come from; the server runs it from New until Shutdown, and uses its
+	// capabilities (events.ReadyBroker, events.MetricsBroker,
+	// events.OrderedBroker, events.KeyedBroker). Nil: an in-memory broker
+	// (events.MemoryBroker).
 	Broker events.Broker
-	// Broker nil: an in-memory broker feeding this server's hub.
 
-	// Ready, when not nil, reports whether the dependencies (MongoDB) are
-	// usable: /readyz answers 503 while it returns an error, and the log
-	// says why. Nil: ready while serving.
+	// Ready, when not nil, is one more readiness check besides the
+	// broker's: /readyz answers 503 while it returns an error, and the log
+	// says why.
 	Ready func() error
-	// Collectors are more Prometheus collectors served on /metrics (the
-	// MongoDB package's).
+	// Collectors are more Prometheus collectors served on /metrics, besides
+	// the broker's.
 	Collectors []prometheus.Collector
 	// WarnInterval is how often a warning that clients can cause at will
 	// is written: one line per interval with the number held back. Zero
@@ -52,6 +56,8 @@ type Server struct {
 	store    auth.Store
 	hub      *events.Hub
 	broker   events.Broker
+	stopRun  context.CancelFunc
+	ran      chan struct{} // closed when the broker's Run returned
 	mel      *melody.Melody
 	metrics  *metrics
 	http     *http.Server
@@ -85,9 +91,8 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		cfg:   cfg,
 		log:   opts.Logger,
 		store: opts.Store,
-		ready: opts.Ready,
-		hub:   events.NewHub(),
 		conns: make(map[*conn]struct{}),
+		ran:   make(chan struct{}),
 
 		started: time.Now(),
 	}
@@ -105,19 +110,35 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	}
 	s.broker = opts.Broker
 	if s.broker == nil {
-		s.broker = events.MemoryBroker{Hub: s.hub}
+		s.broker = events.NewMemoryBroker()
+	}
+	ho := events.HubOptions{}
+	if cfg.HistoryTTL > 0 {
+		ho.History = events.NewHistory(cfg.HistoryTTL, cfg.HistoryBytes)
+	}
+	if ob, ok := s.broker.(events.OrderedBroker); ok {
+		ho.Epoch, ho.Stamped = ob.Epoch(), true
+	}
+	s.hub = events.NewHubWith(ho)
+	s.ready = readiness(s.broker, opts.Ready)
+	collectors := opts.Collectors
+	if mb, ok := s.broker.(events.MetricsBroker); ok {
+		collectors = append(mb.Collectors(), collectors...)
 	}
 	cacheSize := cfg.TokenCacheSize
 	if cacheSize == 0 {
 		cacheSize = -1 // auth: negative disables
 	}
 	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
-	s.metrics = newMetrics(s.hub, s.verifier, opts.Collectors)
+	s.metrics = newMetrics(s.hub, s.verifier, collectors)
 	s.keys = newKeySet(cfg.IdempotencyWindow, cfg.IdempotencyKeys)
 	if err := s.openFiles(); err != nil {
 		return nil, err
 	}
 	s.mel = s.newMelody()
+	ctx, stop := context.WithCancel(context.Background())
+	s.stopRun = stop
+	go s.runBroker(ctx)
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -127,9 +148,35 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Hub returns the server's subscription index and fan-out (the MongoDB
-// source feeds it).
+// Hub returns the server's subscription index and fan-out, which its
+// broker feeds.
 func (s *Server) Hub() *events.Hub { return s.hub }
+
+// runBroker runs the broker until Shutdown; a broker that stops on its own
+// is logged (the server keeps serving what it can).
+func (s *Server) runBroker(ctx context.Context) {
+	defer close(s.ran)
+	if err := s.broker.Run(ctx, s.hub); err != nil && ctx.Err() == nil {
+		s.log.Error("broker stopped; no more events are delivered", "err", err)
+	}
+}
+
+// readiness combines the broker's readiness with the extra hook.
+func readiness(b events.Broker, extra func() error) func() error {
+	rb, _ := b.(events.ReadyBroker)
+	switch {
+	case rb == nil:
+		return extra
+	case extra == nil:
+		return rb.Ready
+	}
+	return func() error {
+		if err := rb.Ready(); err != nil {
+			return err
+		}
+		return extra()
+	}
+}
 
 // Handler returns every endpoint of the server.
 func (s *Server) Handler() http.Handler {
@@ -234,6 +281,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case err = <-httpDone:
 	case <-ctx.Done():
 		err = ctx.Err()
+	}
+	// The broker stops last: a publish in progress above still reached it.
+	// (MongoDB's saves its resume token as it stops.)
+	s.stopRun()
+	select {
+	case <-s.ran:
+	case <-ctx.Done():
+		s.log.Warn("broker did not stop in time")
+		if err == nil {
+			err = ctx.Err()
+		}
 	}
 	s.closeFiles()
 	s.log.Info("shut down", "connections_closed", len(list))

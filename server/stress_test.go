@@ -415,6 +415,12 @@ func (c *stressConn) handle(msg []byte, at time.Time) (stressAnswer, bool) {
 		}
 		return stressAnswer{code: a.Code, at: r.tick()}, true
 	}
+	msg, pos, ok := cutPos(msg)
+	if !ok {
+		r.fail("%v: an event without a well-formed position: %.200s", c, msg)
+		return stressAnswer{}, false
+	}
+	_ = pos
 	i := bytes.Index(msg, []byte(`"data":[`))
 	seq := 0
 	if i >= 0 {
@@ -1375,4 +1381,366 @@ func TestStressQuietSlowConsumer(t *testing.T) {
 		t.Errorf("stuck client dropped by write_timeout: airlay_slow_consumer_disconnects_total %v, closed as slow consumer %v, as error %v; want 1, 1, 0",
 			m["airlay_slow_consumer_disconnects_total"], m[`airlay_connections_closed_total{reason="slow consumer"}`], m[`airlay_connections_closed_total{reason="error"}`])
 	}
+}
+
+// The recovery storm: clients follow a few objects each, are cut off at
+// random (the socket closed under them, no close frame) while one
+// publisher publishes numbered events without pause, and come back
+// attaching with since the position of the last event they got of each
+// subscription. Every event of a key has the same frame size, so the
+// history (history_bytes only; the TTL is long) holds exactly the newest
+// histCap events, which lets the test prove each recovered:false:
+//
+//   - recovered:true: the events of that key after since arrive next, each
+//     once, in order, then the live ones (checked event by event against
+//     the publisher's record: every event of a key is the next one after
+//     the previous one that client got of it);
+//   - recovered:false: allowed only when since was provably older than the
+//     history: an event after since had been evicted before the attach was
+//     sent (the publisher had had more than histCap events answered after
+//     since). A false with since within the newest histCap events
+//     published when its answer was read is a failure; in between it is
+//     undecidable, and counted.
+//
+// At the end every client has every event of each key it follows up to
+// the last one, and a restarted server (another epoch) answers every since
+// recovered:false.
+func TestRecoveryStorm(t *testing.T) {
+	d := 3 * time.Second
+	if testing.Short() {
+		d = 2 * time.Second
+	}
+	if stressFlagSet("stress.duration") {
+		d = min(*stressDuration, 20*time.Second)
+	}
+	seed := *stressSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("recovery storm: seed %d, %v (replay: go test -race -run TestRecoveryStorm ./server/ -stress.seed %d)", seed, d, seed)
+	const (
+		nKeys    = 6
+		nClients = 40
+		perConn  = 3
+		histCap  = 80 // events the history holds
+	)
+	keyID := func(k int) string { return fmt.Sprintf("6102bbbb81f6fc547362%04x", k) }
+	evOf := func(k, seq int) events.Event {
+		return events.Event{Type: events.IssueUpdate, ID: keyID(k), Data: json.RawMessage(fmt.Sprintf(`["%08d"]`, seq))}
+	}
+	probe := evOf(0, 1)
+	entry := int64(probe.FrameSize()) + events.EntryOverhead
+	e := newEnv(t, func(c *Config) {
+		c.LogLevel = slog.LevelWarn
+		c.HistoryBytes = histCap*entry + entry/2
+		c.HistoryTTL = time.Hour
+		c.MaxReplay = 10 * histCap
+	})
+	tok := e.token(userA, time.Hour)
+	rng := rand.New(rand.NewPCG(seed, 12))
+
+	// The publisher's record: keyOf[seq-1] is the key of event seq.
+	var recMu sync.RWMutex
+	var keyOf []int
+	var sent, answered atomic.Int64    // events whose publish was sent, answered
+	nextOf := func(k, after int) int { // the first event of k after seq after; 0: none yet
+		recMu.RLock()
+		defer recMu.RUnlock()
+		for s := after + 1; s <= len(keyOf); s++ {
+			if keyOf[s-1] == k {
+				return s
+			}
+		}
+		return 0
+	}
+	stop := make(chan struct{})
+	pubDone := make(chan struct{})
+	httpc := &http.Client{Timeout: 10 * time.Second}
+	prng := rand.New(rand.NewPCG(seed, 13))
+	go func() {
+		defer close(pubDone)
+		for seq := 1; seq <= 200000; seq++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := prng.IntN(nKeys)
+			recMu.Lock()
+			keyOf = append(keyOf, k)
+			recMu.Unlock()
+			sent.Store(int64(seq))
+			req, _ := http.NewRequest(http.MethodPost, e.base+"/api/events", strings.NewReader(fmt.Sprintf(`{"type":"issueUpdate","id":"%s","data":["%08d"]}`, keyID(k), seq)))
+			req.Header.Set("Authorization", "Bearer "+testPublishToken)
+			resp, err := httpc.Do(req)
+			if err != nil {
+				t.Errorf("publish %d: %v", seq, err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("publish %d: %d", seq, resp.StatusCode)
+				return
+			}
+			answered.Store(int64(seq))
+		}
+	}()
+
+	type follow struct {
+		key  int
+		last int    // seq of the last event got; 0: none (a plain attach)
+		pos  string // its position
+	}
+	var (
+		statMu                                       sync.Mutex
+		recovered, justified, undecided, plain, cuts int
+		replayedOrLive                               int
+		failures                                     []string
+	)
+	fail := func(format string, args ...any) {
+		statMu.Lock()
+		defer statMu.Unlock()
+		if len(failures) < 20 {
+			failures = append(failures, fmt.Sprintf(format, args...))
+		}
+	}
+	// session runs one connection of a client until cut (or, final, until
+	// it has every event up to target); it returns false on a failure.
+	session := func(fs []follow, r *rand.Rand, final bool, target int) bool {
+		ws, _, err := websocket.DefaultDialer.Dial(e.ws, nil)
+		if err != nil {
+			fail("dial: %v", err)
+			return false
+		}
+		defer ws.Close()
+		type pending struct {
+			f       int
+			since   bool
+			evicted int64 // events answered when the request was sent
+		}
+		var reqs []pending
+		for i := range fs {
+			ev := map[string]string{"type": "issueUpdate", "id": keyID(fs[i].key)}
+			m := map[string]any{"auth": tok, "action": "attach", "event": ev}
+			if fs[i].last > 0 {
+				m["since"] = fs[i].pos
+			}
+			b, _ := json.Marshal(m)
+			reqs = append(reqs, pending{f: i, since: fs[i].last > 0, evicted: answered.Load()})
+			if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+				fail("write: %v", err)
+				return false
+			}
+		}
+		deadline := time.Now().Add(time.Duration(20+r.IntN(200)) * time.Millisecond)
+		if final {
+			deadline = time.Now().Add(10 * time.Second)
+		}
+		for {
+			if final && len(reqs) == 0 {
+				done := true
+				for i := range fs {
+					// A subscription without a position (a plain attach or
+					// a reload) has nothing to catch up on.
+					if fs[i].last > 0 && fs[i].last < nextLast(nextOf, fs[i].key, fs[i].last, target) {
+						done = false
+					}
+				}
+				if done {
+					return true
+				}
+			}
+			_ = ws.SetReadDeadline(deadline)
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				if final {
+					fail("final read: %v", err)
+					return false
+				}
+				statMu.Lock()
+				cuts++
+				statMu.Unlock()
+				return true // cut: the socket closes under the server
+			}
+			if bytes.HasPrefix(msg, []byte(`{"status":`)) {
+				if len(reqs) == 0 {
+					fail("an answer with no request: %s", msg)
+					return false
+				}
+				p := reqs[0]
+				reqs = reqs[1:]
+				var a struct {
+					Code      int   `json:"code"`
+					Recovered *bool `json:"recovered"`
+				}
+				if json.Unmarshal(msg, &a) != nil || a.Code != 0 || (a.Recovered != nil) != p.since {
+					fail("attach answered %s (since given: %v)", msg, p.since)
+					return false
+				}
+				f := &fs[p.f]
+				switch {
+				case !p.since:
+					statMu.Lock()
+					plain++
+					statMu.Unlock()
+				case *a.Recovered:
+					statMu.Lock()
+					recovered++
+					statMu.Unlock()
+				default:
+					// Necessary only if an event after since was gone:
+					// more than histCap events after f.last.
+					sureGone := int(p.evicted) - histCap // events up to this were evicted before the request
+					maybeGone := int(sent.Load()) - histCap
+					statMu.Lock()
+					switch {
+					case f.last < sureGone:
+						justified++
+					case f.last < maybeGone:
+						undecided++
+					default:
+						statMu.Unlock()
+						fail("recovered:false for since event %d, within the newest %d events (at most %d published): not necessary", f.last, histCap, sent.Load())
+						return false
+					}
+					statMu.Unlock()
+					f.last, f.pos = 0, "" // the application reloads; follow from the next event
+				}
+				continue
+			}
+			rest, pos, ok := cutPos(msg)
+			var ev struct {
+				ID   string   `json:"id"`
+				Data []string `json:"data"`
+			}
+			if !ok || json.Unmarshal(rest, &ev) != nil || len(ev.Data) != 1 {
+				fail("bad event %s", msg)
+				return false
+			}
+			seq, _ := strconv.Atoi(ev.Data[0])
+			var f *follow
+			for i := range fs {
+				if keyID(fs[i].key) == ev.ID {
+					f = &fs[i]
+				}
+			}
+			if f == nil {
+				fail("event %d of a key not followed", seq)
+				return false
+			}
+			if f.last > 0 {
+				if want := nextOf(f.key, f.last); seq != want {
+					fail("key %d: got event %d after %d, want %d (lost, doubled or out of order)", f.key, seq, f.last, want)
+					return false
+				}
+				if !posLess(t, f.pos, pos) {
+					fail("pos %s after %s", pos, f.pos)
+					return false
+				}
+			}
+			f.last, f.pos = seq, pos
+			statMu.Lock()
+			replayedOrLive++
+			statMu.Unlock()
+		}
+	}
+
+	clients := make([][]follow, nClients)
+	for c := range clients {
+		for _, k := range rng.Perm(nKeys)[:perConn] {
+			clients[c] = append(clients[c], follow{key: k})
+		}
+	}
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for c := range clients {
+		wg.Add(1)
+		r := rand.New(rand.NewPCG(seed, uint64(100+c)))
+		go func() {
+			defer wg.Done()
+			for round := 0; round < 1000 && time.Now().Before(end); round++ {
+				if !session(clients[c], r, false, 0) {
+					return
+				}
+				away := time.Duration(r.IntN(30)) * time.Millisecond
+				if r.IntN(8) == 0 {
+					away = time.Duration(200+r.IntN(400)) * time.Millisecond // long enough for the history to move past it
+				}
+				time.Sleep(away)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-pubDone
+	target := int(answered.Load())
+	var held []follow // positions held at the end of the storm, for the epoch check below
+	for c := range clients {
+		for _, f := range clients[c] {
+			if f.last > 0 {
+				held = append(held, f)
+			}
+		}
+	}
+	// The last session of each client: reconnect and get everything up to
+	// the last event published.
+	for c := range clients {
+		wg.Add(1)
+		r := rand.New(rand.NewPCG(seed, uint64(5000+c)))
+		go func() {
+			defer wg.Done()
+			session(clients[c], r, true, target)
+		}()
+	}
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	if h := e.srv.hub.History(); target > histCap && h.Len() != histCap {
+		t.Errorf("the history holds %d events, want exactly %d (history_bytes %d, %d bytes each)", h.Len(), histCap, e.cfg.HistoryBytes, entry)
+	}
+	t.Logf("recovery storm: %d events published, %d connections cut; attaches: %d recovered, %d recovered:false proven necessary, %d undecidable, %d plain; %d events received",
+		target, cuts, recovered, justified, undecided, plain, replayedOrLive)
+	if recovered < nClients || justified == 0 || target < 2*histCap {
+		t.Errorf("the storm proved little: %d recovered, %d necessary false, %d events", recovered, justified, target)
+	}
+
+	// Another epoch: a new server answers every since recovered:false.
+	e2 := newEnv(t, func(c *Config) { c.LogLevel = slog.LevelWarn })
+	ws, _, err := websocket.DefaultDialer.Dial(e2.ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	tok2 := e2.token(userA, time.Hour)
+	n := 0
+	tried := map[int]bool{} // one attach per key: a second would be held
+	for _, f := range held {
+		if tried[f.key] {
+			continue
+		}
+		tried[f.key] = true
+		b, _ := json.Marshal(map[string]any{"auth": tok2, "action": "attach", "event": map[string]string{"type": "issueUpdate", "id": keyID(f.key)}, "since": f.pos})
+		_ = ws.WriteMessage(websocket.TextMessage, b)
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, msg, err := ws.ReadMessage()
+		if err != nil || string(msg) != `{"status":200,"message":"Ok","code":0,"recovered":false}` {
+			t.Fatalf("since of the earlier server answered %s (%v), want recovered:false", msg, err)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Error("no client has a position to try on the new server")
+	}
+}
+
+// nextLast returns the last event of key k at or before target (so that a
+// client following k is done once it has it); after when there is none.
+func nextLast(nextOf func(k, after int) int, k, after, target int) int {
+	last := after
+	for s := nextOf(k, last); s != 0 && s <= target; s = nextOf(k, last) {
+		last = s
+	}
+	return last
 }

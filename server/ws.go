@@ -246,8 +246,7 @@ func (s *Server) wsMessage(sess *melody.Session, frame []byte) {
 	c := connOf(sess)
 	c.alive()
 	// Nothing more than this in this frame: the reader's stack keeps the
-	// size of its deepest call (see handleWS), and one more value kept
-	// across handleRequest grows it past 4 KiB.
+	// size of its deepest call (see handleWS).
 	c.handling.Lock()
 	switch {
 	case c.closing.Load():
@@ -255,7 +254,11 @@ func (s *Server) wsMessage(sess *melody.Session, frame []byte) {
 	case !utf8.Valid(frame):
 		c.close(events.InvalidUTF8)
 	default:
-		s.answer(sess, s.handleRequest(c, frame))
+		code, answered := s.handleRequest(c, frame)
+		if !answered {
+			s.answer(sess, code)
+		}
+		s.countTokenFailure(c, code)
 	}
 	c.handling.Unlock()
 }
@@ -290,47 +293,105 @@ func (s *Server) wsBinary(sess *melody.Session, _ []byte) {
 }
 
 func (s *Server) answer(sess *melody.Session, code events.Code) {
-	s.metrics.requests[code].Inc()
 	c := connOf(sess)
-	// A client that sends requests faster than it reads the answers waits
-	// here (its own reader goroutine), keeping half of the send queue free
-	// for events; only if the queue does not drain within write_timeout is
-	// it a slow consumer.
-	if !c.awaitRoom(int32(max(1, s.cfg.SendQueue/2)), s.cfg.WriteTimeout) || c.queue.push(answerDeliveries[code], c.write) == pushFull {
+	if !s.awaitAnswerRoom(c) {
+		return
+	}
+	s.metrics.requests[code].Inc()
+	s.pushAnswer(c, answerDeliveries[code])
+}
+
+// awaitAnswerRoom holds the reader until the send queue has room for an
+// answer. A client that sends requests faster than it reads the answers
+// waits here (its own reader goroutine), keeping half of the send queue
+// free for events; only if the queue does not drain within write_timeout
+// is it a slow consumer (then it reports false).
+func (s *Server) awaitAnswerRoom(c *conn) bool {
+	if !c.awaitRoom(int32(max(1, s.cfg.SendQueue/2)), s.cfg.WriteTimeout) {
+		c.slowConsumer()
+		return false
+	}
+	return true
+}
+
+// pushAnswer queues an answer frame; it never blocks.
+func (s *Server) pushAnswer(c *conn, d *events.Delivery) {
+	if c.queue.push(d, c.write) == pushFull {
 		c.slowConsumer()
 	}
-	s.countTokenFailure(c, code)
+}
+
+// resume answers an attach with since: the subscription, the answer with
+// "recovered" and the replay go in one step of the hub (see Hub.Resume),
+// so that the answer comes first, then the replayed events, then live ones.
+func (s *Server) resume(c *conn, key events.Key, since string) {
+	if !s.awaitAnswerRoom(c) {
+		return
+	}
+	s.metrics.requests[events.OK].Inc()
+	c.mu.Lock()
+	_, held := c.subs[key]
+	if !held {
+		c.subs[key] = struct{}{}
+	}
+	c.mu.Unlock()
+	if held {
+		s.metrics.resumes.WithLabelValues("held").Inc()
+		s.pushAnswer(c, recoveredAnswers[1])
+		return
+	}
+	s.hub.Resume(key, c, since, s.cfg.MaxReplay, func(added, recovered bool) {
+		switch {
+		case !added:
+			s.metrics.resumes.WithLabelValues("held").Inc()
+		case recovered:
+			s.metrics.resumes.WithLabelValues("recovered").Inc()
+		default:
+			s.metrics.resumes.WithLabelValues("not_recovered").Inc()
+		}
+		if recovered {
+			s.pushAnswer(c, recoveredAnswers[1])
+		} else {
+			s.pushAnswer(c, recoveredAnswers[0])
+		}
+	})
 }
 
 // handleRequest runs the checks in the contract's order: shape (5), token
 // (1, 2), user (3), limit (6), access (4). A failed check changes nothing.
-func (s *Server) handleRequest(c *conn, frame []byte) events.Code {
+// answered reports that the answer was queued already (an attach with
+// since, whose answer goes with its replay).
+func (s *Server) handleRequest(c *conn, frame []byte) (_ events.Code, answered bool) {
 	// Every step that needs a large frame (logging, contexts, the store)
 	// is a call of its own: this runs on every connection's reader, whose
 	// stack keeps the size of its deepest call (see events.ParseRequest).
 	req, err := events.ParseRequest(frame)
 	if err != nil {
-		return events.InvalidRequest
+		return events.InvalidRequest, false
 	}
 	claims, err := s.verifier.Verify(req.Token)
 	if err != nil {
-		return s.tokenRefused(c, err)
+		return s.tokenRefused(c, err), false
 	}
 	if owner := c.owner(); owner != "" && owner != claims.UserID {
-		return events.InvalidToken
+		return events.InvalidToken, false
 	}
 	key := req.Key
 	if key.Type.PerUser() {
 		key.ID = claims.UserID
 	}
 	if code := s.checkStore(c, claims.UserID, key, req.Action == events.Attach); code != events.OK {
-		return code
+		return code, false
 	}
 	if !c.claim(claims) {
-		return events.InvalidToken // another user claimed it meanwhile
+		return events.InvalidToken, false // another user claimed it meanwhile
+	}
+	if req.HasSince {
+		s.resume(c, key, req.Since)
+		return events.OK, true
 	}
 	c.apply(key, req.Action)
-	return events.OK
+	return events.OK, false
 }
 
 // tokenRefused answers a token that Verify refused.

@@ -195,6 +195,10 @@ func wsExpectEventFrame(t testing.TB, c *wsClient, want string) {
 		t.Fatalf("event in a frame of type %d: %q", typ, msg)
 	}
 	var got, exp any
+	msg, _, ok := cutPos(msg)
+	if !ok {
+		t.Fatalf("event %q does not end with a position", msg)
+	}
 	if err := json.Unmarshal(msg, &got); err != nil {
 		t.Fatalf("event %q is not JSON: %v", msg, err)
 	}
@@ -1344,6 +1348,7 @@ func TestWSSlowConsumer(t *testing.T) {
 		// frame is checked by its head; decoding 64 KiB per event is slow
 		// under -race)
 		typ, msg := wsReadRaw(t, healthy, 2*time.Second)
+		msg, _, _ = cutPos(msg)
 		head := fmt.Sprintf(`{"type":"issueUpdate","id":"%s","data":[%d,"xxx`, issue1, seq)
 		if typ != websocket.TextMessage || !strings.HasPrefix(string(msg), head) || !strings.HasSuffix(string(msg), `xxx"]}`) || len(msg) < len(big) {
 			t.Fatalf("healthy client: want event %d, got %.100s", seq, msg)

@@ -18,7 +18,7 @@ export interface Answer {
   message: string;
   /** 0 Ok, 1 Token not set, 2 Invalid token, 3 User not exists, 4 Not access for dataset, 5 Invalid request, 6 Too many subscriptions, 7 Service unavailable. */
   code: number;
-  /** Only with a `since` attach (continuity): whether every missed event follows. */
+  /** Only with a `since` attach (a re-attach after a drop): whether every missed event follows. */
   recovered?: boolean;
 }
 
@@ -28,8 +28,8 @@ export interface AirlayEvent<D = unknown> {
   id: string;
   /** Always an array (empty when there is nothing to add). */
   data: D[];
-  /** The event's position, when the server sends one. */
-  pos?: string;
+  /** The event's position; the client re-attaches after a drop with the last one as since. */
+  pos: string;
 }
 
 /** Why an attempt to connect failed (airlay.js asks the server over HTTP to tell). */
@@ -73,6 +73,8 @@ export interface ServerConfig {
   files_enabled: boolean;
   event_types: string[];
   limits: { max_subscriptions: number; max_message_bytes: number };
+  /** How long the server keeps events for resuming (0: no history). */
+  history: { ttl_seconds: number };
 }
 
 export interface Options {
@@ -93,12 +95,20 @@ export interface Options {
   onState?: (s: State) => void;
   onEvent?: (e: AirlayEvent) => void;
   onError?: (e: ClientError) => void;
+  onReload?: (s: Reload) => void;
+}
+
+/** What "reload" listeners get: a re-attach after a drop answered recovered:false, so events of this subscription may have been missed: reload the object. */
+export interface Reload {
+  type: EventType | string;
+  id?: string;
 }
 
 export interface Listeners {
   state: State;
   event: AirlayEvent;
   error: ClientError;
+  reload: Reload;
 }
 
 export declare const DEFAULTS: Readonly<{
@@ -127,7 +137,9 @@ export declare class AirlayClient {
   /** Connects (connect() calls it). */
   start(): this;
   /** Subscribes to (type, id); with code 0 the callback gets each event and the subscription is re-attached after every reconnect. */
-  attach<D = unknown>(type: EventType | string, id?: string, callback?: (e: AirlayEvent<D>) => void): Promise<Answer>;
+  attach<D = unknown>(type: EventType | string, id?: string, callback?: (e: AirlayEvent<D>) => void, onReload?: (s: Reload) => void): Promise<Answer>;
+  /** The position of the last event of (type, id), "" before the first: what a re-attach sends as since. */
+  pos(type: EventType | string, id?: string): string;
   /** Removes callback (every callback when none is given); unsubscribes when none is left. */
   detach<D = unknown>(type: EventType | string, id?: string, callback?: (e: AirlayEvent<D>) => void): Promise<Answer>;
   /** What the client holds. */

@@ -11,7 +11,11 @@
 // It finds the WebSocket endpoint through GET /api/config, asks the token
 // provider for a token whenever it needs one (and again before the token
 // expires), and after a drop reconnects with exponential backoff and full
-// jitter, re-attaching every subscription. The server's contract is in
+// jitter, re-attaching every subscription with "since", the position of
+// the last event it got of it: the events missed while away then arrive
+// through the same callbacks, in order; when the server cannot recover
+// them ("recovered": false) the "reload" listeners and the subscription's
+// onReload get {type, id}: reload that object. The server's contract is in
 // PROTOCOL.md; the README of the airlay repository documents this module.
 
 const NOTIFICATION = "notification";
@@ -61,7 +65,9 @@ function isOK(a) {
  * "drop", code, text, retry} | {state: "fail", error, cause, retry}, cause
  * one of "unreachable", "origin", "refused", "unavailable", "timeout",
  * "discovery", "url"), "event"
- * (every event), "error" (a re-attach or token refresh that failed).
+ * (every event), "error" (a re-attach or token refresh that failed),
+ * "reload" ({type, id}: a re-attach after a drop could not recover the
+ * events missed meanwhile; reload that object).
  */
 export class AirlayClient {
   constructor(options = {}) {
@@ -72,11 +78,12 @@ export class AirlayClient {
     this.url = o.url || new URL(import.meta.url).origin;
     this.config = null; // the answer of /api/config once known
     this.state = "connecting"; // "connecting" | "open" | "closed"
-    this._listeners = { state: new Set(), event: new Set(), error: new Set() };
+    this._listeners = { state: new Set(), event: new Set(), error: new Set(), reload: new Set() };
     if (o.onState) this.on("state", o.onState);
     if (o.onEvent) this.on("event", o.onEvent);
     if (o.onError) this.on("error", o.onError);
-    this._subs = new Map(); // key -> {type, id, callbacks: Set}
+    if (o.onReload) this.on("reload", o.onReload);
+    this._subs = new Map(); // key -> {type, id, callbacks: Set, reloads: Set, pos}
     this._queue = []; // requests waiting for a connection
     this._pending = []; // requests sent, waiting for their answer, in order
     this._ws = null;
@@ -88,9 +95,13 @@ export class AirlayClient {
     this._token = null; // {value, refreshAt, stale}
     this._tokenFetch = null;
     this._flushing = false;
+    // The position of the latest event of any subscription: the since of a
+    // subscription that got none itself (a server's positions are ordered
+    // across subscriptions).
+    this._lastPos = "";
   }
 
-  /** on subscribes fn to "state", "event" or "error"; returns a function that unsubscribes. */
+  /** on subscribes fn to "state", "event", "error" or "reload"; returns a function that unsubscribes. */
   on(name, fn) {
     this._listeners[name].add(fn);
     return () => this._listeners[name].delete(fn);
@@ -105,10 +116,19 @@ export class AirlayClient {
   /**
    * attach subscribes to (type, id) and resolves with the server's answer.
    * With code 0 the callback gets each event of that subscription, and the
-   * subscription is re-attached after every reconnect.
+   * subscription is re-attached after every reconnect, with since the
+   * position of its last event. onReload, when given, is called with
+   * {type, id} when such a re-attach answers recovered:false (reload the
+   * object: events may have been missed).
    */
-  attach(type, id, callback) {
-    return this._request({ action: "attach", type, id, callback });
+  attach(type, id, callback, onReload) {
+    return this._request({ action: "attach", type, id, callback, onReload });
+  }
+
+  /** pos returns the position of the last event of (type, id), or "" before the first. */
+  pos(type, id) {
+    const sub = this._subs.get(subKey(type, id));
+    return (sub && sub.pos) || "";
   }
 
   /**
@@ -177,7 +197,9 @@ export class AirlayClient {
         const event = { type: r.type };
         if (r.id) event.id = r.id;
         this._pending.push(r);
-        ws.send(JSON.stringify({ auth: token, action: r.action, event }));
+        const req = { auth: token, action: r.action, event };
+        if (r.since) req.since = r.since;
+        ws.send(JSON.stringify(req));
       }
     } finally {
       this._flushing = false;
@@ -194,10 +216,13 @@ export class AirlayClient {
       if (r.action === "attach") {
         let sub = this._subs.get(key);
         if (!sub) {
-          sub = { type: r.type, id: r.id, callbacks: new Set() };
+          sub = { type: r.type, id: r.id, callbacks: new Set(), reloads: new Set(), pos: "" };
           this._subs.set(key, sub);
         }
         if (r.callback) sub.callbacks.add(r.callback);
+        if (r.onReload) sub.reloads.add(r.onReload);
+        // Judged before the replayed events that follow the answer.
+        if (r.since && a.recovered === false) this._reload(sub);
       } else {
         this._subs.delete(key);
       }
@@ -208,8 +233,26 @@ export class AirlayClient {
     if (r.internal) this._resubscribed(r);
   }
 
+  _reload(sub) {
+    const what = { type: sub.type, id: sub.id };
+    for (const cb of sub.reloads) {
+      try {
+        cb(what);
+      } catch (err) {
+        setTimeout(() => {
+          throw err;
+        });
+      }
+    }
+    this._emit("reload", what);
+  }
+
   _event(e) {
     const sub = this._subs.get(subKey(e.type, e.id));
+    if (typeof e.pos === "string" && e.pos) {
+      this._lastPos = e.pos;
+      if (sub) sub.pos = e.pos;
+    }
     if (sub) {
       for (const cb of sub.callbacks) {
         try {
@@ -396,6 +439,7 @@ export class AirlayClient {
       action: "attach",
       type: s.type,
       id: s.id,
+      since: s.pos || this._lastPos || undefined,
       internal: "resubscribe",
       resolve: () => {},
       reject: () => {},

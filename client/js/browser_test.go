@@ -127,7 +127,7 @@ const testPage = `<!doctype html>
 <title>airlay test page</title>
 <script type="module">
 import { connect, backoffDelay, tokenExpiry } from "%[1]s/client/airlay.js";
-window.log = { states: [], events: [], errors: [], answers: [] };
+window.log = { states: [], events: [], errors: [], answers: [], reloads: [], subReloads: [] };
 window.lib = { backoffDelay, tokenExpiry };
 window.client = connect({
   url: "%[1]s",
@@ -135,6 +135,7 @@ window.client = connect({
   minBackoff: 50, maxBackoff: 400,
   onState: (s) => log.states.push(s),
   onError: (e) => log.errors.push(e),
+  onReload: (r) => log.reloads.push(r),
 });
 // More clients without subscriptions: their waits after a drop must differ.
 window.others = [1, 2, 3, 4].map(() => {
@@ -143,7 +144,7 @@ window.others = [1, 2, 3, 4].map(() => {
   return states;
 });
 window.attach = async (type, id) => {
-  const a = await client.attach(type, id, (e) => log.events.push(e));
+  const a = await client.attach(type, id, (e) => log.events.push(e), (r) => log.subReloads.push(r));
   log.answers.push(a);
   return a;
 };
@@ -206,6 +207,9 @@ func TestBrowserClient(t *testing.T) {
 		t.Fatalf("first event delivered %d times, want 1", n)
 	}
 	waitJS(t, ctx, "the first event", `log.events.length === 1 && log.events[0].data[0] === "first"`)
+	if pos := eval[string](t, ctx, `client.pos("issueUpdate", "`+issue1+`")`); pos == "" || pos != eval[string](t, ctx, `log.events[0].pos`) {
+		t.Fatalf("client.pos %q, want the first event's pos", pos)
+	}
 
 	// Restart on the same port: a drop, failed attempts, open again with the
 	// subscriptions re-attached. The drop is normally 1001; it can be 1006:
@@ -222,6 +226,14 @@ func TestBrowserClient(t *testing.T) {
 	waitJS(t, ctx, "a failure with cause unreachable", `log.states.some((s) => s.state === "fail" && s.cause === "unreachable" && s.error.includes("cannot be reached"))`)
 	s.Restart()
 	waitJS(t, ctx, "open again", `log.states.filter((s) => s.state === "open").length === 2`)
+	// A restarted server is another epoch: the re-attaches cannot recover
+	// and say so, to the listener and to each subscription: the issue's
+	// with its own position, the notification's (no event yet) with the
+	// latest position of any subscription.
+	waitJS(t, ctx, "the reloads", `log.reloads.length === 2 && log.subReloads.length === 2`)
+	if got := eval[string](t, ctx, `JSON.stringify([log.reloads, log.subReloads])`); got != `[[{"type":"issueUpdate","id":"`+strings.ToUpper(issue1)+`"},{"type":"notification"}],[{"type":"issueUpdate","id":"`+strings.ToUpper(issue1)+`"},{"type":"notification"}]]` {
+		t.Errorf("reloads %s", got)
+	}
 	for i, body := range []string{
 		`{"type":"issueUpdate","id":"` + issue1 + `","data":["second"]}`,
 		`{"type":"notification","user":"` + userA + `","id":"n1","data":["third"]}`,
@@ -388,6 +400,13 @@ func livePage(t *testing.T, ctx context.Context, s *servertest.Server) {
 		t.Fatalf("delivered %d times to the live page, want 1", n)
 	}
 	waitJS(t, ctx, "the event on the live page", `document.getElementById("count").textContent === "1" && document.getElementById("events").textContent.includes("live page test")`)
+	// Positions: on the event, and as the subscription's since.
+	waitJS(t, ctx, "the event's position and the subscription's since", `/[0-9a-f]{16}:[0-9]+/.test(document.querySelector("#events .pos").textContent) &&
+		document.getElementById("subs").textContent.includes("since " + document.querySelector("#events .pos").textContent)`)
+	// A restart (another epoch): the page says the object must be reloaded.
+	s.Stop()
+	s.Restart()
+	waitJS(t, ctx, "the reload on the live page", `document.body.textContent.includes("reload issueUpdate `+issue1+`")`)
 	if html := eval[string](t, ctx, `document.documentElement.outerHTML + document.body.innerText`); strings.Contains(html, tok) || strings.Contains(html, pubTok) {
 		t.Error("the live page shows a secret")
 	}

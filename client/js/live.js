@@ -11,6 +11,7 @@ const MAX_ROWS = 200;
 let client = null;
 let token = "";
 let count = 0;
+let reloads = 0;
 let pubToken = "";
 let stopConsole = null;
 
@@ -62,6 +63,11 @@ function renderSubs() {
       renderSubs();
     };
     li.append(b, document.createTextNode(s.type + (s.id ? " " + s.id : "")));
+    const pos = client.pos(s.type, s.id);
+    const p = document.createElement("span");
+    p.className = "pos";
+    p.textContent = pos ? " since " + pos : " (no event yet)";
+    li.append(p);
     ul.append(li);
   }
 }
@@ -73,7 +79,18 @@ function onEvent(e) {
   const meta = document.createElement("span");
   meta.className = "meta";
   meta.textContent = `${new Date().toLocaleTimeString()} ${e.type} ${e.id}`;
-  li.append(meta, document.createTextNode(JSON.stringify(e.data)));
+  const pos = document.createElement("span");
+  pos.className = "pos";
+  pos.title = "the event's position: after a drop the client re-attaches with the last one as since";
+  pos.textContent = e.pos || "";
+  li.append(meta, document.createTextNode(JSON.stringify(e.data) + " "), pos);
+  renderSubs(); // the subscription's last position
+}
+
+// onReload: a re-attach after a drop could not recover what was missed.
+function onReload(r) {
+  reloads++;
+  log(`reload ${r.type} ${r.id || ""}: the server could not prove nothing was missed while away (recovered: false); an application reloads this object now`, true);
 }
 
 async function main() {
@@ -126,6 +143,7 @@ async function main() {
         renderSubs();
       },
       onEvent,
+      onReload,
       onError: (e) => log(`${e.action} ${e.type} ${e.id || ""} failed: ${e.answer ? e.answer.message : e.error}`, true),
     });
     setState("connecting", "connecting");

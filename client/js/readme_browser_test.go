@@ -100,8 +100,8 @@ func TestReadmeTryItByHand(t *testing.T) {
 			t.Errorf("POST %s %s: %s, the README says %s", c[1], c[2], body, c[3])
 		}
 	}
-	waitJS(t, ctx, "the events the README promises", `logged.some((l) => l === '[{"type":"issueUpdate","id":"610217e481f6fc54736209e0","data":["status"]}]') &&
-		logged.some((l) => l === '[{"type":"notification","id":"6a0000000000000000000001","data":[{"text":"hi"}]}]')`)
+	waitJS(t, ctx, "the events the README promises", `logged.some((l) => /^\[{"type":"issueUpdate","id":"610217e481f6fc54736209e0","data":\["status"\],"pos":"[0-9a-f]{16}:[0-9]+"}\]$/.test(l)) &&
+		logged.some((l) => /^\[{"type":"notification","id":"6a0000000000000000000001","data":\[{"text":"hi"}\],"pos":"[0-9a-f]{16}:[0-9]+"}\]$/.test(l))`)
 }
 
 func jsonEqual(a, b any) bool {

@@ -95,6 +95,10 @@ func cmdListen(args []string, stdout, stderr io.Writer) error {
 			diag.json(l)
 		},
 		OnError: func(err error) { diag.json(stateLine{Event: "error", Error: err.Error()}) },
+		// A re-attach after a reconnect that could not recover what was
+		// missed (history expired, a restarted server): say so, per
+		// subscription, so that a script reloads that object.
+		OnReload: func(s client.Sub) { diag.json(reloadLine{Event: "reload", Type: s.Type, ID: s.ID}) },
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -171,6 +175,13 @@ func cmdListen(args []string, stdout, stderr io.Writer) error {
 	}
 	c.Close()
 	return nil
+}
+
+// reloadLine says on stderr that a subscription may have missed events.
+type reloadLine struct {
+	Event string `json:"event"`
+	Type  string `json:"type"`
+	ID    string `json:"id,omitempty"`
 }
 
 // stateLine is one JSON line on stderr.

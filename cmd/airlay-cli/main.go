@@ -228,9 +228,9 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 		if mg, mode, err = connectMongo(cfg, mc, log); err != nil {
 			return err
 		}
-		opts.Store, opts.Broker, opts.Ready, opts.Collectors = mg.Store, mg.Broker, mg.Ready, mg.Collectors()
+		opts.Store, opts.Broker = mg.Store, mg.Broker
 	}
-	srv, err := server.New(cfg, opts)
+	srv, err := server.New(cfg, opts) // runs the broker until Shutdown
 	if err != nil {
 		if mg != nil {
 			_ = mg.Close(context.Background())
@@ -240,46 +240,38 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 	mode()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srcCtx, stopSource := context.WithCancel(context.Background())
-	defer stopSource()
-	sourceDone := make(chan struct{})
-	if mg != nil {
-		go func() {
-			defer close(sourceDone)
-			_ = mg.Source.Run(srcCtx, srv.Hub())
-		}()
-	} else {
-		close(sourceDone)
-	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
-		stopSource()
-		<-sourceDone
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		closeMongo(sctx, mg, log)
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr(), err)
 	case <-ctx.Done():
 	}
 	stop() // a second signal kills the process the usual way
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// Shutdown stops the broker last (MongoDB's saves its resume token as
+	// it stops).
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
 	}
 	<-served
-	if mg != nil {
-		// The source saves its resume token as it stops.
-		stopSource()
-		select {
-		case <-sourceDone:
-		case <-sctx.Done():
-			log.Warn("change stream did not stop in time; its last token may not be saved")
-		}
-		if err := mg.Close(sctx); err != nil {
-			log.Warn("mongodb disconnect", "err", err)
-		}
-	}
+	closeMongo(sctx, mg, log)
 	return nil
+}
+
+// closeMongo disconnects from MongoDB, when it is used.
+func closeMongo(ctx context.Context, mg *mongodb.Mongo, log *slog.Logger) {
+	if mg == nil {
+		return
+	}
+	if err := mg.Close(ctx); err != nil {
+		log.Warn("mongodb disconnect", "err", err)
+	}
 }
 
 // listen opens the configured address; an error names the key to change.

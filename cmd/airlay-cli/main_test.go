@@ -707,7 +707,7 @@ func readText(t *testing.T, ws *websocket.Conn) string {
 	if typ != websocket.TextMessage {
 		t.Fatalf("got a frame of type %d, want text", typ)
 	}
-	return string(msg)
+	return noPos(string(msg))
 }
 
 // publish POSTs body to /api/events and returns the status and the answer.

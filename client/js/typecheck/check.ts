@@ -18,6 +18,7 @@ const client: AirlayClient = connect({
 });
 client.on("state", (s) => console.log(s.state));
 client.on("error", (e) => console.warn(e.action, e.answer?.code));
+client.on("reload", (r) => console.log("reload", r.type, r.id));
 const off: () => boolean = client.on("event", (e) => console.log(e.type, e.id, e.data.length));
 off();
 
@@ -27,6 +28,10 @@ async function use(): Promise<void> {
   const a: Answer = await client.attach<IssueChange>("issueUpdate", "610217e481f6fc54736209e0", onIssue);
   if (a.code !== 0) console.log(a.message);
   await client.attach("notification");
+  // After a drop: the missed events come to onIssue; or a reload.
+  await client.attach<IssueChange>("issueUpdate", "610217e481f6fc54736209e1", onIssue, (r) => console.log("reload", r.type, r.id));
+  const since: string = client.pos("issueUpdate", "610217e481f6fc54736209e1");
+  console.log(since);
   await client.detach("issueUpdate", "610217e481f6fc54736209e0", onIssue);
   const subs: { type: string; id?: string }[] = client.subscriptions();
   console.log(subs, backoffDelay(1, 500, 30000), tokenExpiry("a.b.c"), client.state === "open");
