@@ -1,0 +1,752 @@
+package files
+
+// The GridFS store: the mode with MongoDB. A file is a GridFS file of the
+// bucket (default airlay_files): its chunks in <bucket>.chunks ({files_id, n,
+// data}, chunkSize bytes each but the last) and, written last, its document in
+// <bucket>.files ({_id, length, chunkSize, uploadDate, filename, metadata:
+// {expires, instance}}), so that a file is visible only once it is whole; any
+// GridFS tool reads it. The _id is the hex sha256 of "key/name" (ID): a link
+// is one lookup by _id on any instance, and the key itself is stored nowhere.
+//
+// An upload in progress holds a reservation in <bucket>.uploads ({_id, bytes,
+// until, instance}): the limits count the files whose link works plus the
+// reservations, on every instance. A reservation that outlives its lease
+// (until: the upload's start + upload_timeout + leaseMargin) belongs to an
+// instance that died mid-upload: any instance removes its chunks, then it.
+//
+// Expiry: a link answers 404 from its expires on (the lookup asks for it);
+// the file's chunks, then its document, are removed grace later, so that a
+// download that began before the expiry can finish. The instance that placed
+// a file removes it on time; every instance also sweeps the bucket every
+// Sweep for the files of instances that are gone. Several instances removing
+// the same file at once is safe: each delete is idempotent, and only the one
+// whose delete of the document took effect counts it.
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/mongo/writeconcern"
+)
+
+// GridFS defaults.
+const (
+	DefaultBucket        = "airlay_files"
+	DefaultChunkSize     = 255 << 10 // GridFS's own default
+	DefaultGrace         = time.Minute
+	DefaultSweep         = 30 * time.Second
+	defaultTimeout       = 3 * time.Second
+	defaultUploadTimeout = 10 * time.Minute
+	// leaseMargin is added to upload_timeout for a reservation's lease; an
+	// upload completes only with half of it left, so instances whose clocks
+	// differ by less than that never remove a live upload.
+	leaseMargin = time.Minute
+	// chunksPerWrite chunks go in one insert, and come in one batch of a
+	// download: the memory one transfer holds.
+	chunksPerWrite = 4
+	// gridGrowStep is how much an upload of unknown length reserves at a
+	// time (each step is one update and one check of the totals).
+	gridGrowStep = 8 << 20
+	// sweepBatch is the most files or reservations one sweep removes.
+	sweepBatch = 100
+)
+
+// GridFSOptions are the settings of a GridFS store besides the limits; zero
+// fields take the default named.
+type GridFSOptions struct {
+	Bucket        string        // the bucket's name (its collections: .files, .chunks, .uploads); zero: DefaultBucket
+	Instance      string        // this instance's name, written beside its files
+	Timeout       time.Duration // longest one MongoDB operation; zero: 3s
+	UploadTimeout time.Duration // longest an upload takes ([webSocketEvents] upload_timeout); zero: 10m
+	Grace         time.Duration // how long an expired file's chunks stay for downloads begun before; zero: DefaultGrace; negative: none
+	Sweep         time.Duration // how often the bucket is swept for other instances' expired files; zero: DefaultSweep
+	ChunkSize     int           // zero: DefaultChunkSize
+}
+
+// GridFS keeps the temporary download files in a MongoDB GridFS bucket,
+// shared by every instance of the database.
+type GridFS struct {
+	o       Options
+	g       GridFSOptions
+	files   *mongo.Collection
+	chunks  *mongo.Collection
+	uploads *mongo.Collection
+	lease   time.Duration
+
+	ctx    context.Context // cancelled by Close: uploads in progress fail
+	cancel context.CancelFunc
+	puts   sync.WaitGroup
+
+	mu      sync.Mutex
+	live    []gridFile // this instance's files whose link works, by expiry
+	dying   []gridFile // this instance's files to remove, by expiry
+	stored  int64
+	indexed bool
+	closed  bool
+
+	wake chan struct{}
+	done chan struct{}
+}
+
+type gridFile struct {
+	id      string
+	size    int64
+	expires time.Time
+}
+
+var _ Store = (*GridFS)(nil)
+
+// OpenGridFS opens the store in db and starts its expiry loop. It does not
+// wait for MongoDB: the indexes are made by the loop once MongoDB answers,
+// and meanwhile uploads and downloads fail with ErrUnavailable.
+func OpenGridFS(db *mongo.Database, o Options, g GridFSOptions) (*GridFS, error) {
+	o.setDefaults()
+	if g.Bucket == "" {
+		g.Bucket = DefaultBucket
+	}
+	if g.Timeout <= 0 {
+		g.Timeout = defaultTimeout
+	}
+	if g.UploadTimeout <= 0 {
+		g.UploadTimeout = defaultUploadTimeout
+	}
+	if g.Grace == 0 {
+		g.Grace = DefaultGrace
+	}
+	g.Grace = max(g.Grace, 0)
+	if g.Sweep <= 0 {
+		g.Sweep = DefaultSweep
+	}
+	if g.ChunkSize <= 0 {
+		g.ChunkSize = DefaultChunkSize
+	}
+	// The chunks need no majority each: the document, written after them
+	// with majority, is acknowledged only once they have replicated too
+	// (replication keeps the oplog's order).
+	w1 := options.Collection().SetWriteConcern(writeconcern.W1())
+	maj := options.Collection().SetWriteConcern(writeconcern.Majority())
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &GridFS{
+		o: o, g: g,
+		files:   db.Collection(g.Bucket+".files", maj),
+		chunks:  db.Collection(g.Bucket+".chunks", w1),
+		uploads: db.Collection(g.Bucket+".uploads", maj),
+		lease:   g.UploadTimeout + leaseMargin,
+		ctx:     ctx, cancel: cancel,
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	o.Log.Info("temporary download files in MongoDB GridFS", "bucket", g.Bucket)
+	go st.loop()
+	return st, nil
+}
+
+// op is a context for one MongoDB operation of ctx.
+func (st *GridFS) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, st.g.Timeout)
+}
+
+// unavailable wraps a driver error.
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+}
+
+// Put streams body into chunks of a new file; the file's document, written
+// last, makes it visible. It fails with ErrFull when the totals of every
+// instance would pass a limit.
+func (st *GridFS) Put(ctx context.Context, name string, body io.Reader, size int64) (Placed, error) {
+	if size > st.o.MaxFile {
+		return Placed{}, ErrTooLarge
+	}
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return Placed{}, ErrClosed
+	}
+	st.puts.Add(1)
+	st.mu.Unlock()
+	defer st.puts.Done()
+
+	// The request's context, and the store's: Close fails uploads.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(st.ctx, cancel)
+	defer stop()
+
+	key := NewKey()
+	sum := ID(key, name)
+	id := hex.EncodeToString(sum[:])
+	started := time.Now()
+	until := started.Add(st.lease)
+	reserved := max(size, 0)
+	fail := func(err error) (Placed, error) {
+		// Remove what was written, whatever ctx says; the sweeper does it
+		// after the lease if this fails.
+		cctx, ccancel := context.WithTimeout(context.Background(), st.g.Timeout)
+		defer ccancel()
+		_, err1 := st.chunks.DeleteMany(cctx, bson.D{{Key: "files_id", Value: id}})
+		if err1 == nil {
+			_, err1 = st.uploads.DeleteOne(cctx, bson.D{{Key: "_id", Value: id}})
+		}
+		if err1 != nil {
+			st.o.Log.Warn("remove a failed upload (the sweep removes it after its lease)", "err", err1)
+		}
+		if st.ctx.Err() != nil && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrFull) {
+			return Placed{}, ErrClosed
+		}
+		return Placed{}, err
+	}
+	octx, ocancel := st.op(ctx)
+	_, err := st.uploads.InsertOne(octx, bson.D{
+		{Key: "_id", Value: id}, {Key: "bytes", Value: reserved}, {Key: "until", Value: until},
+		{Key: "instance", Value: st.g.Instance}, {Key: "started", Value: started},
+	})
+	ocancel()
+	if err != nil {
+		return fail(unavailable("reserve", err))
+	}
+	if err := st.check(ctx); err != nil {
+		return fail(err)
+	}
+	cw := &chunkWriter{st: st, ctx: ctx, id: id, buf: make([]byte, 0, chunksPerWrite*st.g.ChunkSize)}
+	w := &limitWriter{w: cw, maxFile: st.o.MaxFile, step: gridGrowStep, reserved: reserved,
+		grow: func(n int64) error { return st.grow(ctx, id, n) }}
+	if err := copyBody(w, body, size); err != nil {
+		return fail(err)
+	}
+	if err := cw.flush(true); err != nil {
+		return fail(err)
+	}
+	now := time.Now()
+	if now.After(until.Add(-leaseMargin / 2)) {
+		return fail(fmt.Errorf("%w: the upload outlasted its lease (upload_timeout)", ErrCut))
+	}
+	expires := now.Add(st.o.TTL)
+	octx, ocancel = st.op(ctx)
+	_, err = st.files.InsertOne(octx, bson.D{
+		{Key: "_id", Value: id},
+		{Key: "length", Value: w.n},
+		{Key: "chunkSize", Value: int32(st.g.ChunkSize)},
+		{Key: "uploadDate", Value: now},
+		{Key: "filename", Value: name},
+		{Key: "metadata", Value: bson.D{{Key: "expires", Value: expires}, {Key: "instance", Value: st.g.Instance}}},
+	})
+	ocancel()
+	if err != nil {
+		// A timeout may hide an insert that took effect: then the file
+		// exists, unknown to the caller, until the sweep removes it.
+		return fail(unavailable("insert the file's document", err))
+	}
+	// The reservation goes; while it is still there the file counts twice,
+	// which errs on the safe side.
+	cctx, ccancel := context.WithTimeout(context.Background(), st.g.Timeout)
+	if _, err := st.uploads.DeleteOne(cctx, bson.D{{Key: "_id", Value: id}}); err != nil {
+		st.o.Log.Warn("remove an upload's reservation (the sweep removes it after its lease)", "err", err)
+	}
+	ccancel()
+	f := gridFile{id: id, size: w.n, expires: expires}
+	st.mu.Lock()
+	st.live = append(st.live, f)
+	st.dying = append(st.dying, f)
+	st.stored += f.size
+	st.o.Metrics.files.Set(float64(len(st.live)))
+	st.o.Metrics.bytes.Set(float64(st.stored))
+	st.mu.Unlock()
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+	return Placed{Key: key, Size: w.n, Expires: expires}, nil
+}
+
+// grow reserves n more bytes for upload id, or gives them back and answers
+// ErrFull when the totals pass max_files_bytes.
+func (st *GridFS) grow(ctx context.Context, id string, n int64) error {
+	octx, cancel := st.op(ctx)
+	_, err := st.uploads.UpdateOne(octx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "bytes", Value: n}}}})
+	cancel()
+	if err != nil {
+		return unavailable("grow the reservation", err)
+	}
+	if err := st.check(ctx); err != nil {
+		if errors.Is(err, ErrFull) {
+			octx, cancel := st.op(ctx)
+			_, err1 := st.uploads.UpdateOne(octx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "bytes", Value: -n}}}})
+			cancel()
+			if err1 != nil {
+				return unavailable("give back a reservation", err1)
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+// check answers ErrFull when the reservations and the files of every
+// instance, this upload's own reservation included, pass a limit. The
+// reservation was written first, so of two uploads racing for the last
+// room at least the later one sees the other: the limits hold across
+// instances (an upload may be refused that would just have fitted).
+// Reservations are summed before files: an upload that completes between
+// the two reads is counted twice rather than not at all.
+func (st *GridFS) check(ctx context.Context) error {
+	now := time.Now()
+	n1, b1, err := st.total(ctx, st.uploads, bson.D{{Key: "until", Value: bson.D{{Key: "$gt", Value: now}}}}, "$bytes")
+	if err != nil {
+		return err
+	}
+	n2, b2, err := st.total(ctx, st.files, bson.D{{Key: "metadata.expires", Value: bson.D{{Key: "$gt", Value: now}}}}, "$length")
+	if err != nil {
+		return err
+	}
+	if n1+n2 > int64(st.o.MaxFiles) || b1+b2 > st.o.MaxBytes {
+		return ErrFull
+	}
+	return nil
+}
+
+// total counts the documents of c matching filter and sums field.
+func (st *GridFS) total(ctx context.Context, c *mongo.Collection, filter bson.D, field string) (n, sum int64, err error) {
+	octx, cancel := st.op(ctx)
+	defer cancel()
+	cur, err := c.Aggregate(octx, mongo.Pipeline{
+		{{Key: "$match", Value: filter}},
+		{{Key: "$group", Value: bson.D{{Key: "_id", Value: nil}, {Key: "n", Value: bson.D{{Key: "$sum", Value: 1}}}, {Key: "bytes", Value: bson.D{{Key: "$sum", Value: field}}}}}},
+	})
+	if err != nil {
+		return 0, 0, unavailable("sum "+c.Name(), err)
+	}
+	defer cur.Close(octx)
+	if !cur.Next(octx) {
+		if err := cur.Err(); err != nil {
+			return 0, 0, unavailable("sum "+c.Name(), err)
+		}
+		return 0, 0, nil
+	}
+	n = numberAt(cur.Current, "n")
+	sum = numberAt(cur.Current, "bytes")
+	return n, sum, nil
+}
+
+// numberAt reads an integer field of any BSON number type.
+func numberAt(doc bson.Raw, key string) int64 {
+	v, err := doc.LookupErr(key)
+	if err != nil {
+		return 0
+	}
+	if i, ok := v.AsInt64OK(); ok {
+		return i
+	}
+	if f, ok := v.DoubleOK(); ok {
+		return int64(f)
+	}
+	return 0
+}
+
+// chunkWriter writes an upload's chunks, chunksPerWrite in one insert: it
+// holds at most that many chunks' bytes.
+type chunkWriter struct {
+	st  *GridFS
+	ctx context.Context
+	id  string
+	buf []byte
+	n   int32 // the next chunk's number
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
+		w.buf = w.buf[:len(w.buf)+k]
+		p = p[k:]
+		written += k
+		if len(w.buf) == cap(w.buf) {
+			if err := w.flush(false); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// flush inserts the whole chunks held, and with last the partial one too.
+func (w *chunkWriter) flush(last bool) error {
+	size := w.st.g.ChunkSize
+	var docs []any
+	i := 0
+	for ; i < len(w.buf); i += size {
+		end := i + size
+		if end > len(w.buf) {
+			if !last {
+				break
+			}
+			end = len(w.buf)
+		}
+		docs = append(docs, bson.D{
+			{Key: "_id", Value: primitive.NewObjectID()},
+			{Key: "files_id", Value: w.id},
+			{Key: "n", Value: w.n},
+			{Key: "data", Value: primitive.Binary{Data: w.buf[i:end]}},
+		})
+		w.n++
+	}
+	if len(docs) == 0 {
+		return nil
+	}
+	octx, cancel := w.st.op(w.ctx)
+	_, err := w.st.chunks.InsertMany(octx, docs)
+	cancel()
+	if err != nil {
+		return unavailable("insert chunks", err)
+	}
+	rest := copy(w.buf, w.buf[min(i, len(w.buf)):])
+	w.buf = w.buf[:rest]
+	return nil
+}
+
+// Open looks the file up by its id; its link must not have expired.
+func (st *GridFS) Open(ctx context.Context, key, name string) (*File, error) {
+	sum := ID(key, name)
+	id := hex.EncodeToString(sum[:])
+	octx, cancel := st.op(ctx)
+	defer cancel()
+	var doc struct {
+		Length     int64     `bson:"length"`
+		ChunkSize  int32     `bson:"chunkSize"`
+		UploadDate time.Time `bson:"uploadDate"`
+		Filename   string    `bson:"filename"`
+		Metadata   struct {
+			Expires time.Time `bson:"expires"`
+		} `bson:"metadata"`
+	}
+	err := st.files.FindOne(octx, bson.D{{Key: "_id", Value: id}, {Key: "metadata.expires", Value: bson.D{{Key: "$gt", Value: time.Now()}}}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, unavailable("find the file", err)
+	}
+	if doc.ChunkSize <= 0 || doc.Length < 0 {
+		return nil, fmt.Errorf("file %s: chunkSize %d, length %d", id, doc.ChunkSize, doc.Length)
+	}
+	r := &chunkReader{st: st, ctx: ctx, id: id, size: doc.Length, chunkSize: int64(doc.ChunkSize)}
+	return &File{Name: doc.Filename, Size: doc.Length, Created: doc.UploadDate, Expires: doc.Metadata.Expires, Content: r}, nil
+}
+
+// chunkReader reads a file's chunks from a position: Seek only moves the
+// position, and a read from a new position asks for the chunks from the
+// one holding it on (seek by chunk), chunksPerWrite per batch.
+type chunkReader struct {
+	st        *GridFS
+	ctx       context.Context
+	id        string
+	size      int64
+	chunkSize int64
+
+	pos  int64
+	cur  *mongo.Cursor
+	next int64  // the number of the chunk the cursor gives next
+	data []byte // the rest of the current chunk, which ends at dataEnd
+	end  int64
+}
+
+func (r *chunkReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.pos
+	case io.SeekEnd:
+		offset += r.size
+	default:
+		return 0, errors.New("seek: bad whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("seek: negative position")
+	}
+	if offset != r.pos {
+		r.pos = offset
+		r.data = nil
+	}
+	return offset, nil
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if r.pos >= r.size {
+		return 0, io.EOF
+	}
+	if len(r.data) == 0 {
+		if err := r.load(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	r.pos += int64(n)
+	return n, nil
+}
+
+// load makes data the rest of the chunk holding pos.
+func (r *chunkReader) load() error {
+	k := r.pos / r.chunkSize
+	if r.cur == nil || r.next != k {
+		r.closeCursor()
+		octx, cancel := r.st.op(r.ctx)
+		cur, err := r.st.chunks.Find(octx, bson.D{{Key: "files_id", Value: r.id}, {Key: "n", Value: bson.D{{Key: "$gte", Value: k}}}},
+			options.Find().SetSort(bson.D{{Key: "n", Value: 1}}).SetBatchSize(chunksPerWrite))
+		cancel()
+		if err != nil {
+			return unavailable("find chunks", err)
+		}
+		r.cur, r.next = cur, k
+	}
+	octx, cancel := r.st.op(r.ctx)
+	ok := r.cur.Next(octx)
+	cancel()
+	if !ok {
+		if err := r.cur.Err(); err != nil {
+			return unavailable("read chunks", err)
+		}
+		return fmt.Errorf("file %s: chunk %d missing (removed after its link expired?)", r.id, k)
+	}
+	n := numberAt(r.cur.Current, "n")
+	_, data, okData := r.cur.Current.Lookup("data").BinaryOK()
+	want := min(r.chunkSize, r.size-k*r.chunkSize)
+	if n != k || !okData || int64(len(data)) != want {
+		return fmt.Errorf("file %s: chunk %d missing or of the wrong size (found chunk %d, %d bytes)", r.id, k, n, len(data))
+	}
+	r.next = k + 1
+	r.data = data[r.pos-k*r.chunkSize:]
+	return nil
+}
+
+func (r *chunkReader) closeCursor() {
+	if r.cur != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), r.st.g.Timeout)
+		_ = r.cur.Close(ctx)
+		cancel()
+		r.cur = nil
+	}
+}
+
+func (r *chunkReader) Close() error {
+	r.closeCursor()
+	return nil
+}
+
+// loop keeps the indexes, removes this instance's files as they expire,
+// and sweeps the bucket.
+func (st *GridFS) loop() {
+	defer close(st.done)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	nextSweep := time.Now()
+	for {
+		now := time.Now()
+		if !st.indexed {
+			st.indexed = st.ensureIndexes() == nil
+		}
+		if !now.Before(nextSweep) {
+			st.sweep(now)
+			nextSweep = now.Add(st.g.Sweep)
+		}
+		wait := min(st.expire(time.Now()), time.Until(nextSweep))
+		if !st.indexed {
+			wait = min(wait, time.Second)
+		}
+		t.Reset(max(wait, time.Millisecond))
+		select {
+		case <-t.C:
+		case <-st.wake:
+			t.Stop() // Go 1.23 timers: no stale tick after Stop
+		case <-st.ctx.Done():
+			return
+		}
+	}
+}
+
+// ensureIndexes makes the bucket's indexes: GridFS's own two, and those the
+// lookups of expiry and the sweep use.
+func (st *GridFS) ensureIndexes() error {
+	ctx, cancel := st.op(st.ctx)
+	defer cancel()
+	for _, ix := range []struct {
+		c *mongo.Collection
+		m mongo.IndexModel
+	}{
+		{st.chunks, mongo.IndexModel{Keys: bson.D{{Key: "files_id", Value: 1}, {Key: "n", Value: 1}}, Options: options.Index().SetUnique(true)}},
+		{st.files, mongo.IndexModel{Keys: bson.D{{Key: "filename", Value: 1}, {Key: "uploadDate", Value: 1}}}},
+		{st.files, mongo.IndexModel{Keys: bson.D{{Key: "metadata.expires", Value: 1}}}},
+		{st.uploads, mongo.IndexModel{Keys: bson.D{{Key: "until", Value: 1}}}},
+	} {
+		if _, err := ix.c.Indexes().CreateOne(ctx, ix.m); err != nil {
+			st.o.Log.Debug("GridFS index", "err", err)
+			return err
+		}
+	}
+	return nil
+}
+
+// expire updates the gauges for this instance's files whose link expired
+// at now, removes those whose grace passed, and returns the time until the
+// next of either.
+func (st *GridFS) expire(now time.Time) time.Duration {
+	st.mu.Lock()
+	changed := false
+	for len(st.live) > 0 && !now.Before(st.live[0].expires) {
+		st.stored -= st.live[0].size
+		st.live = st.live[1:]
+		changed = true
+	}
+	if changed {
+		st.o.Metrics.files.Set(float64(len(st.live)))
+		st.o.Metrics.bytes.Set(float64(st.stored))
+	}
+	var gone []string
+	for len(st.dying) > 0 && !now.Before(st.dying[0].expires.Add(st.g.Grace)) {
+		gone = append(gone, st.dying[0].id)
+		st.dying = st.dying[1:]
+	}
+	wait := time.Hour
+	if len(st.live) > 0 {
+		wait = min(wait, st.live[0].expires.Sub(now))
+	}
+	if len(st.dying) > 0 {
+		wait = min(wait, st.dying[0].expires.Add(st.g.Grace).Sub(now))
+	}
+	st.mu.Unlock()
+	for i, id := range gone {
+		if err := st.remove(id); err != nil {
+			// Back in the queue's head: tried again in a second (the
+			// sweep of any instance also finds it).
+			st.mu.Lock()
+			back := make([]gridFile, 0, len(gone)-i+len(st.dying))
+			for _, id := range gone[i:] {
+				back = append(back, gridFile{id: id, expires: now.Add(time.Second - st.g.Grace)})
+			}
+			st.dying = append(back, st.dying...)
+			st.mu.Unlock()
+			return time.Second
+		}
+	}
+	return wait
+}
+
+// remove deletes an expired file: its chunks first, then its document, so
+// that a failure in between leaves the document for the next try.
+func (st *GridFS) remove(id string) error {
+	ctx, cancel := st.op(st.ctx)
+	defer cancel()
+	if _, err := st.chunks.DeleteMany(ctx, bson.D{{Key: "files_id", Value: id}}); err != nil {
+		st.o.Log.Warn("remove an expired file's chunks", "err", err)
+		return err
+	}
+	res, err := st.files.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+	if err != nil {
+		st.o.Log.Warn("remove an expired file", "err", err)
+		return err
+	}
+	if res.DeletedCount == 1 {
+		st.o.Metrics.expiries.Inc()
+	}
+	return nil
+}
+
+// sweep removes the expired files of every instance (those of instances
+// that are gone: a live one removes its own on time) and the reservations
+// whose lease passed.
+func (st *GridFS) sweep(now time.Time) {
+	ctx, cancel := st.op(st.ctx)
+	ids, err := findIDs(ctx, st.files, bson.D{{Key: "metadata.expires", Value: bson.D{{Key: "$lte", Value: now.Add(-st.g.Grace)}}}})
+	cancel()
+	if err != nil {
+		st.o.Log.Debug("sweep files", "err", err)
+		return
+	}
+	for _, id := range ids {
+		if st.remove(id) != nil {
+			return
+		}
+	}
+	ctx, cancel = st.op(st.ctx)
+	defer cancel()
+	ids, err = findIDs(ctx, st.uploads, bson.D{{Key: "until", Value: bson.D{{Key: "$lte", Value: now}}}})
+	if err != nil {
+		st.o.Log.Debug("sweep uploads", "err", err)
+		return
+	}
+	for _, id := range ids {
+		// An upload that completed but could not remove its reservation
+		// has a document: its chunks are the file's and stay.
+		err := st.files.FindOne(ctx, bson.D{{Key: "_id", Value: id}}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			_, err = st.chunks.DeleteMany(ctx, bson.D{{Key: "files_id", Value: id}})
+		}
+		if err == nil {
+			_, err = st.uploads.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+		}
+		if err != nil {
+			st.o.Log.Debug("sweep an abandoned upload", "err", err)
+			return
+		}
+		st.o.Log.Info("removed an upload abandoned by its instance", "instance_id", id[:8])
+	}
+}
+
+// findIDs returns up to sweepBatch _ids of c matching filter.
+func findIDs(ctx context.Context, c *mongo.Collection, filter bson.D) ([]string, error) {
+	cur, err := c.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}).SetLimit(sweepBatch))
+	if err != nil {
+		return nil, err
+	}
+	var docs []struct {
+		ID string `bson:"_id"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(docs))
+	for i, d := range docs {
+		ids[i] = d.ID
+	}
+	return ids, nil
+}
+
+// Usage returns the files and bytes that count against max_files and
+// max_files_bytes on every instance now (reservations included).
+func (st *GridFS) Usage(ctx context.Context) (files int64, bytes int64, err error) {
+	now := time.Now()
+	n1, b1, err := st.total(ctx, st.uploads, bson.D{{Key: "until", Value: bson.D{{Key: "$gt", Value: now}}}}, "$bytes")
+	if err != nil {
+		return 0, 0, err
+	}
+	n2, b2, err := st.total(ctx, st.files, bson.D{{Key: "metadata.expires", Value: bson.D{{Key: "$gt", Value: now}}}}, "$length")
+	return n1 + n2, b1 + b2, err
+}
+
+// Close stops the loop and fails the uploads in progress (their chunks
+// and reservations are removed); the files stay for the other instances
+// until they expire.
+func (st *GridFS) Close() error {
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return nil
+	}
+	st.closed = true
+	st.mu.Unlock()
+	st.cancel()
+	<-st.done
+	st.puts.Wait()
+	st.o.Metrics.files.Set(0)
+	st.o.Metrics.bytes.Set(0)
+	return nil
+}
