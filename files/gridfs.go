@@ -83,6 +83,7 @@ type GridFS struct {
 	lease   time.Duration
 
 	ctx    context.Context // cancelled by Close: uploads in progress fail
+	admit  sync.Mutex      // one reservation (or growth) and its check at a time
 	cancel context.CancelFunc
 	puts   sync.WaitGroup
 
@@ -205,16 +206,7 @@ func (st *GridFS) Put(ctx context.Context, name string, body io.Reader, size int
 		}
 		return Placed{}, err
 	}
-	octx, ocancel := st.op(ctx)
-	_, err := st.uploads.InsertOne(octx, bson.D{
-		{Key: "_id", Value: id}, {Key: "bytes", Value: reserved}, {Key: "until", Value: until},
-		{Key: "instance", Value: st.g.Instance}, {Key: "started", Value: started},
-	})
-	ocancel()
-	if err != nil {
-		return fail(unavailable("reserve", err))
-	}
-	if err := st.check(ctx); err != nil {
+	if err := st.reserve(ctx, id, reserved, started, until); err != nil {
 		return fail(err)
 	}
 	cw := &chunkWriter{st: st, ctx: ctx, id: id, buf: make([]byte, 0, chunksPerWrite*st.g.ChunkSize)}
@@ -231,8 +223,8 @@ func (st *GridFS) Put(ctx context.Context, name string, body io.Reader, size int
 		return fail(fmt.Errorf("%w: the upload outlasted its lease (upload_timeout)", ErrCut))
 	}
 	expires := now.Add(st.o.TTL)
-	octx, ocancel = st.op(ctx)
-	_, err = st.files.InsertOne(octx, bson.D{
+	octx, ocancel := st.op(ctx)
+	_, err := st.files.InsertOne(octx, bson.D{
 		{Key: "_id", Value: id},
 		{Key: "length", Value: w.n},
 		{Key: "chunkSize", Value: int32(st.g.ChunkSize)},
@@ -268,16 +260,35 @@ func (st *GridFS) Put(ctx context.Context, name string, body io.Reader, size int
 	return Placed{Key: key, Size: w.n, Expires: expires}, nil
 }
 
+// reserve writes the reservation of upload id and checks the totals.
+func (st *GridFS) reserve(ctx context.Context, id string, bytes int64, started, until time.Time) error {
+	st.admit.Lock()
+	defer st.admit.Unlock()
+	seq := started.UnixNano()
+	octx, cancel := st.op(ctx)
+	_, err := st.uploads.InsertOne(octx, bson.D{
+		{Key: "_id", Value: id}, {Key: "bytes", Value: bytes}, {Key: "until", Value: until},
+		{Key: "seq", Value: seq}, {Key: "instance", Value: st.g.Instance}, {Key: "started", Value: started},
+	})
+	cancel()
+	if err != nil {
+		return unavailable("reserve", err)
+	}
+	return st.check(ctx, seq)
+}
+
 // grow reserves n more bytes for upload id, or gives them back and answers
 // ErrFull when the totals pass max_files_bytes.
 func (st *GridFS) grow(ctx context.Context, id string, n int64) error {
+	st.admit.Lock()
+	defer st.admit.Unlock()
 	octx, cancel := st.op(ctx)
 	_, err := st.uploads.UpdateOne(octx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "bytes", Value: n}}}})
 	cancel()
 	if err != nil {
 		return unavailable("grow the reservation", err)
 	}
-	if err := st.check(ctx); err != nil {
+	if err := st.check(ctx, 0); err != nil {
 		if errors.Is(err, ErrFull) {
 			octx, cancel := st.op(ctx)
 			_, err1 := st.uploads.UpdateOne(octx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$inc", Value: bson.D{{Key: "bytes", Value: -n}}}})
@@ -291,16 +302,25 @@ func (st *GridFS) grow(ctx context.Context, id string, n int64) error {
 	return nil
 }
 
-// check answers ErrFull when the reservations and the files of every
-// instance, this upload's own reservation included, pass a limit. The
-// reservation was written first, so of two uploads racing for the last
-// room at least the later one sees the other: the limits hold across
-// instances (an upload may be refused that would just have fitted).
+// check answers ErrFull when the files and reservations of every instance
+// pass a limit. A new upload (seq: its reservation's) counts the
+// reservations made before its own (and its own), so that of uploads racing
+// for the last room the first ones win instead of all refusing each other;
+// a growth (seq 0) counts every reservation. The reservation is written
+// before the check, and one instance checks one at a time: an instance never
+// passes a limit with its own uploads. Two instances can, by the uploads they
+// admit within one round trip of each other (plus the difference of their
+// clocks, which order seq): at most one upload per other instance at the
+// moment the store fills up (see the README).
 // Reservations are summed before files: an upload that completes between
 // the two reads is counted twice rather than not at all.
-func (st *GridFS) check(ctx context.Context) error {
+func (st *GridFS) check(ctx context.Context, seq int64) error {
 	now := time.Now()
-	n1, b1, err := st.total(ctx, st.uploads, bson.D{{Key: "until", Value: bson.D{{Key: "$gt", Value: now}}}}, "$bytes")
+	filter := bson.D{{Key: "until", Value: bson.D{{Key: "$gt", Value: now}}}}
+	if seq != 0 {
+		filter = append(filter, bson.E{Key: "seq", Value: bson.D{{Key: "$lte", Value: seq}}})
+	}
+	n1, b1, err := st.total(ctx, st.uploads, filter, "$bytes")
 	if err != nil {
 		return err
 	}
@@ -697,7 +717,7 @@ func (st *GridFS) sweep(now time.Time) {
 			st.o.Log.Debug("sweep an abandoned upload", "err", err)
 			return
 		}
-		st.o.Log.Info("removed an upload abandoned by its instance", "instance_id", id[:8])
+		st.o.Log.Info("removed an upload abandoned by its instance", "file", id)
 	}
 }
 

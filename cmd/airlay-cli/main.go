@@ -229,6 +229,7 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		opts.Store, opts.Broker, opts.Ready, opts.Collectors = mg.Store, mg.Broker, mg.Ready, mg.Collectors()
+		opts.Files = gridFiles(cfg, mc, mg)
 	}
 	srv, err := server.New(cfg, opts)
 	if err != nil {
