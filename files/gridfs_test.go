@@ -125,7 +125,7 @@ func TestGridFSIsGridFS(t *testing.T) {
 		t.Errorf("%d reservations left after the upload", n)
 	}
 	// The key is stored nowhere: only its hash with the name.
-	raw, err := db.Collection(DefaultBucket + ".files").FindOne(context.Background(), bson.D{}).Raw()
+	raw, err := db.Collection(DefaultBucket+".files").FindOne(context.Background(), bson.D{}).Raw()
 	if err != nil || bytes.Contains(raw, []byte(p.Key)) {
 		t.Errorf("the file's document holds the key (%v)", err)
 	}
