@@ -78,17 +78,6 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// Errors of the stores.
-var (
-	ErrTooLarge    = errors.New("file over max_file_bytes")
-	ErrFull        = errors.New("store full (max_files or max_files_bytes)")
-	ErrDiskFull    = errors.New("no space left on the device of files_dir")
-	ErrCut         = errors.New("upload cut off before its end")
-	ErrClosed      = errors.New("file store closed")
-	ErrNotFound    = errors.New("no such file, or its link expired")
-	ErrUnavailable = errors.New("MongoDB failed")
-)
-
 const (
 	// KeyBytes is the random part of a download URL: 160 bits.
 	KeyBytes = 20

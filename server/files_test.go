@@ -33,6 +33,7 @@ import (
 	"github.com/airlay/airlay/internal/mongosim"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
 )
 
 // storeKinds are the stores every contract test runs against: the disk
@@ -932,4 +933,31 @@ func TestFilesDefaultDir(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("after shutdown %s is still there (%v)", dir, err)
 	}
+}
+
+// With MongoDB unreachable, an upload answers 503 code 7 (nothing stored)
+// and a download 503 code 7, not 404: the link may well exist.
+func TestFilesMongoDown(t *testing.T) {
+	t.Parallel()
+	client, err := mongo.Connect(context.Background(), options.Client().ApplyURI("mongodb://127.0.0.1:1/?directConnection=true").SetServerSelectionTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	cfg := Defaults()
+	cfg.File = "test.ini"
+	cfg.Address = "127.0.0.1"
+	cfg.JWTPublicKey = writePublicKey(t, t.TempDir())
+	cfg.PublishToken = testPublishToken
+	g := gridTestOptions()
+	g.Timeout = 300 * time.Millisecond
+	e := startEnv(t, &cfg, Options{Files: func(o files.Options) (files.Store, error) { return files.OpenGridFS(client.Database("airlay"), o, g) }})
+	status, m := e.upload("a.txt", strings.NewReader("a"), 1)
+	pubExpectAnswer(t, "upload, MongoDB down", status, m, 503, 7, "Service unavailable")
+	resp, b := e.download(http.MethodGet, "/files/"+files.NewKey()+"/a.txt", nil)
+	var dm map[string]any
+	if err := json.Unmarshal(b, &dm); err != nil {
+		t.Fatalf("download answer %q: %v", b, err)
+	}
+	plainExpectAnswer(t, "download, MongoDB down", resp.StatusCode, dm, 503, 7, "Service unavailable")
 }
