@@ -264,7 +264,7 @@ func (st *GridFS) Put(ctx context.Context, name string, body io.Reader, size int
 func (st *GridFS) reserve(ctx context.Context, id string, bytes int64, started, until time.Time) error {
 	st.admit.Lock()
 	defer st.admit.Unlock()
-	seq := started.UnixNano()
+	seq := time.Now().UnixNano() // taken in turn: a reservation waiting here must not order before one admitted meanwhile
 	octx, cancel := st.op(ctx)
 	_, err := st.uploads.InsertOne(octx, bson.D{
 		{Key: "_id", Value: id}, {Key: "bytes", Value: bytes}, {Key: "until", Value: until},
