@@ -5,18 +5,32 @@
 # directory and removes it.
 #
 #   bench/files_rss.sh            (PORT=18181 by default)
+#   GRIDFS=1 bench/files_rss.sh   the same with the files in GridFS on a mongosim
+#                                 (built from $MONGOSIM_DIR, default ../shared/tools/mongosim)
+#   SIZE=256M ...                 another file size (head -c syntax; default 1G)
 set -euo pipefail
 PORT=${PORT:-18181}
+SIZE=${SIZE:-1G}
+ROOT=$(pwd)
 DIR=$(mktemp -d)
-trap 'kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; rm -rf "$DIR"' EXIT
+SIMPID=""
+trap 'kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; [ -n "$SIMPID" ] && kill "$SIMPID" 2>/dev/null; rm -rf "$DIR"' EXIT
 go build -o "$DIR/airlay-cli" ./cmd/airlay-cli
+uri=""
+if [ -n "${GRIDFS:-}" ]; then
+  go build -C "${MONGOSIM_DIR:-$ROOT/../shared/tools/mongosim}" -o "$DIR/mongosim" .
+  "$DIR/mongosim" serve -addr 127.0.0.1:0 -noop-interval 0 >"$DIR/sim.out" 2>&1 &
+  SIMPID=$!
+  for _ in $(seq 100); do uri=$(grep -o 'mongodb://[^)]*' "$DIR/sim.out" || true); [ -n "$uri" ] && break; sleep 0.1; done
+  echo "files in GridFS on mongosim at $uri (a simulator, not a MongoDB server)"
+fi
 cd "$DIR"
 ./airlay-cli web_socket keygen . >/dev/null 2>&1
 ./airlay-cli web_socket config | sed -e 's/^publish_token = .*/publish_token = dev-secret/' \
   -e "s/^port = .*/port = $PORT/" -e 's/^address = .*/address = 127.0.0.1/' \
   -e 's/^max_file_bytes = .*/max_file_bytes = 2GiB/' -e 's/^max_files_bytes = .*/max_files_bytes = 4GiB/' \
-  -e 's|^files_dir = .*|files_dir = files|' >config.ini
-head -c 1G /dev/urandom >1g.bin
+  -e 's|^files_dir = .*|files_dir = files|' -e "s|^uri = .*|uri = $uri|" >config.ini
+head -c "$SIZE" /dev/urandom >1g.bin
 ./airlay-cli web_socket server --config config.ini 2>server.log &
 PID=$!
 base=http://127.0.0.1:$PORT
@@ -31,11 +45,11 @@ curl -sS -o /dev/null "$base$U"
 rss "idle, after a small up/download:"
 peak_reset
 A=$(curl -sS -H "$auth" -X POST -T 1g.bin "$base/api/files?name=1g.bin")
-rss "after 1 GiB (Content-Length):"
+rss "after $SIZE (Content-Length):"
 peak_reset
 curl -sS -H "$auth" -X POST -T - "$base/api/files?name=1g-chunked.bin" <1g.bin >/dev/null
-rss "after 1 GiB (chunked):"
+rss "after $SIZE (chunked):"
 peak_reset
 got=$(curl -sS "$base$(echo "$A" | url)" | sha256sum)
-rss "after the 1 GiB download:"
+rss "after the $SIZE download:"
 [ "$got" = "$(sha256sum <1g.bin)" ] && echo "download: same SHA-256 as the upload" || { echo "download differs" >&2; exit 1; }

@@ -83,6 +83,9 @@ type Config struct {
 	Events    string        // events_collection: where POST /api/events writes and every instance watches; zero: airlay_events
 	EventsTTL time.Duration // events_ttl: how long published events stay there (a TTL index); zero: 1h
 	Resume    string        // resume_collection: one document per instance holding its resume token; zero: airlay_resume_tokens
+	// FilesBucket: files_bucket, the GridFS bucket of the temporary download
+	// files (package files; cmd opens the store); zero: airlay_files.
+	FilesBucket string
 
 	// IdempotencyWindow: how long an Idempotency-Key of a publish is
 	// remembered ([webSocketEvents] idempotency_window, which cmd copies
@@ -111,6 +114,7 @@ const (
 	DefaultEvents            = "airlay_events"
 	DefaultEventsTTL         = time.Hour
 	DefaultResume            = "airlay_resume_tokens"
+	DefaultFilesBucket       = "airlay_files"
 	DefaultIdempotencyWindow = 10 * time.Minute
 )
 
@@ -153,6 +157,7 @@ func (c *Config) setDefaults() {
 	str(&c.Events, DefaultEvents)
 	def(&c.EventsTTL, DefaultEventsTTL)
 	str(&c.Resume, DefaultResume)
+	str(&c.FilesBucket, DefaultFilesBucket)
 	def(&c.IdempotencyWindow, DefaultIdempotencyWindow)
 	def(&c.MaxAwait, time.Second)
 	def(&c.RetryMin, 100*time.Millisecond)

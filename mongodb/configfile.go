@@ -89,6 +89,7 @@ func (c *Config) keys() []iniconf.Key {
 		{Name: "events_collection", Value: collection(&c.Events)},
 		{Name: "events_ttl", Value: iniconf.Duration(&c.EventsTTL, time.Second)},
 		{Name: "resume_collection", Value: collection(&c.Resume)},
+		{Name: "files_bucket", Value: collection(&c.FilesBucket)},
 	}
 	for _, t := range events.Types {
 		keys = append(keys, iniconf.Key{Name: t.String(), Value: sourceValue(c, t)})

@@ -22,6 +22,7 @@ import (
 	"github.com/airlay/airlay/events"
 	"github.com/airlay/airlay/internal/testkit"
 	"github.com/gorilla/websocket"
+	"go.mongodb.org/mongo-driver/mongo"
 )
 
 // Users and objects of the tests.
@@ -51,6 +52,9 @@ type testEnv struct {
 	base string // http://127.0.0.1:PORT
 	ws   string // ws://127.0.0.1:PORT/ws
 	logs *syncBuffer
+	// gridDB is the database of the GridFS store (fileEnv "gridfs"), nil
+	// for the disk store.
+	gridDB *mongo.Database
 
 	shutdownOnce sync.Once
 	served       chan error

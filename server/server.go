@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlay/airlay/auth"
 	"github.com/airlay/airlay/events"
+	"github.com/airlay/airlay/files"
 	"github.com/olahol/melody"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -41,6 +42,10 @@ type Options struct {
 	// Collectors are more Prometheus collectors served on /metrics, besides
 	// the broker's.
 	Collectors []prometheus.Collector
+	// Files opens the store of temporary download files with the limits of
+	// the configuration; cmd gives the GridFS store when MongoDB is
+	// configured. Nil: the disk store under files_dir.
+	Files func(files.Options) (files.Store, error)
 	// WarnInterval is how often a warning that clients can cause at will
 	// is written: one line per interval with the number held back. Zero
 	// means 10s.
@@ -66,8 +71,9 @@ type Server struct {
 
 	keys *keySet // Idempotency-Keys, when the broker does not keep them
 
-	files       *fileStore // temporary download links; nil when publish_token is empty
+	files       files.Store // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
+	uploadIdle  time.Duration // uploadIdleTimeout when the server was made
 
 	started   time.Time // for the console's uptime
 	closing   atomic.Bool
@@ -132,7 +138,7 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	s.verifier = auth.NewVerifier(key, auth.Options{Issuer: cfg.JWTIssuer, Leeway: cfg.TokenLeeway, CacheSize: cacheSize})
 	s.metrics = newMetrics(s.hub, s.verifier, collectors)
 	s.keys = newKeySet(cfg.IdempotencyWindow, cfg.IdempotencyKeys)
-	if err := s.openFiles(); err != nil {
+	if err := s.openFiles(opts.Files); err != nil {
 		return nil, err
 	}
 	s.mel = s.newMelody()

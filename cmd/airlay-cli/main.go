@@ -229,6 +229,7 @@ func cmdServer(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		opts.Store, opts.Broker = mg.Store, mg.Broker
+		opts.Files = gridFiles(cfg, mc, mg)
 	}
 	srv, err := server.New(cfg, opts) // runs the broker until Shutdown
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/airlay/airlay"
 	"github.com/airlay/airlay/auth"
+	"github.com/airlay/airlay/internal/mongosim"
 	"github.com/airlay/airlay/internal/testkit"
 	"github.com/airlay/airlay/server"
 	"github.com/gorilla/websocket"
@@ -49,6 +50,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	mongosim.Cleanup()
 	os.Exit(code)
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/airlay/airlay/files"
 	"github.com/airlay/airlay/mongodb"
 	"github.com/airlay/airlay/server"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -77,4 +78,16 @@ func mongoError(cfg *server.Config, key string, err error) error {
 		return cfg.Mongo.Error(key, err)
 	}
 	return &server.ConfigError{File: cfg.File, Section: mongodb.Section, Key: key, Err: err}
+}
+
+// gridFiles opens the temporary download files in GridFS (bucket
+// files_bucket of the database), so that a link works on every instance
+// sharing it. Like the rest of the MongoDB side it does not wait for
+// MongoDB.
+func gridFiles(cfg *server.Config, mc mongodb.Config, mg *mongodb.Mongo) func(files.Options) (files.Store, error) {
+	return func(o files.Options) (files.Store, error) {
+		return files.OpenGridFS(mg.Database(mc.Database), o, files.GridFSOptions{
+			Bucket: mc.FilesBucket, Instance: mc.Instance, Timeout: mc.QueryTimeout, UploadTimeout: cfg.UploadTimeout,
+		})
+	}
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package server
+package files
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 )
 
 // lockFile takes an exclusive lock on f (flock), waiting for it. The lock
-// goes with the process: a server that dies leaves its marker unlocked.
+// goes with the process: a process that dies leaves its marker unlocked.
 func lockFile(f *os.File) error {
 	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
 }
