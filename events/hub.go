@@ -252,7 +252,7 @@ func (h *Hub) publish(evs []Event, tr *Tracker, st *Stamp) int {
 		d.Frame = appendFrameTail(d.Frame, h.epoch, h.stamped, p)
 		d.Accepted, d.Batch = now, h.batch
 		k := evs[i].Key()
-		if h.hist.Enabled() {
+		if k.Type != RequestType && h.hist.Enabled() { // a stale request is of no use: never replayed
 			h.hist.add(k, p, now, d.Frame)
 		}
 		subs := h.subscribers(k)
