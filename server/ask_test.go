@@ -413,3 +413,25 @@ func TestAskShutdown(t *testing.T) {
 		t.Errorf("answered after %v", r.took)
 	}
 }
+
+// The connection holding the request goes away (its socket cut, no close
+// frame): the backend gets 504 at its timeout, not later and not a hang;
+// the request is forgotten.
+func TestAskHolderDrops(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	tab, _ := attachRequests(e, askUser)
+	ch := askAsync(e, "?timeout=0.5", askBody(askUser, `[]`))
+	expectRequest(t, tab, `[]`)
+	_ = tab.ws.UnderlyingConn().Close()
+	r := awaitAsk(t, ch)
+	expectAnswer(t, r, 504, 9, "No reply")
+	if r.took > 2*time.Second {
+		t.Errorf("504 after %v, want at the 0.5 s timeout", r.took)
+	}
+	waitFor(t, "the connection to go", 5*time.Second, func() bool { return e.srv.hub.Subscriptions() == 0 })
+	expectAnswer(t, awaitAsk(t, askAsync(e, "?timeout=0.5", askBody(askUser, `[]`))), 409, 8, "User not connected")
+	if n := e.srv.asks.Len(); n != 0 {
+		t.Errorf("%d requests open", n)
+	}
+}
