@@ -77,7 +77,6 @@ var (
 	errNotObjectID   = fmt.Errorf("%w: event.id is not an ObjectId", ErrInvalidRequest)
 	errBadSince      = fmt.Errorf("%w: since is not a position of this server", ErrInvalidRequest)
 	errBadReply      = fmt.Errorf("%w: a reply names a request (event.type request and its id) and has a JSON array as data", ErrInvalidRequest)
-	errDataNotReply  = fmt.Errorf("%w: data belongs to a reply only", ErrInvalidRequest)
 )
 
 // MaxRequestIDLen bounds the id of a request (POST /api/ask) in a reply.
@@ -111,9 +110,6 @@ func ParseRequest(frame []byte) (Request, error) {
 	}
 	if !w.hasEvent {
 		return Request{}, errNoEvent
-	}
-	if w.hasData {
-		return Request{}, errDataNotReply
 	}
 	t, ok := ParseType(w.typ)
 	if !ok {

@@ -306,7 +306,6 @@ func TestAskBadInput(t *testing.T) {
 		`{"auth":"` + tok + `","action":"reply","data":[]}`,
 		replyFrame(tok, "0123", `{"a":1}`),
 		replyFrame(tok, strings.Repeat("a", 65), `[]`),
-		`{"auth":"` + tok + `","action":"attach","event":{"type":"request"},"data":[]}`,
 		replyFrame(tok, "0123456789abcdef0123456789abcdef", `[]`), // well-formed, unknown
 	} {
 		tab.sendText(f)
