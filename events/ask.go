@@ -42,6 +42,16 @@ type AskBroker interface {
 	Reply(ctx context.Context, asks *Asks, user, id string, r AskReply) (taken bool, err error)
 }
 
+// AskCounter is an AskBroker whose requests travel to other instances
+// (through the broker's Run): the server tells it, for each request event
+// its hub delivered, how many connections of this instance got it (0
+// included), so that the asking instance learns whether anyone was
+// reached. It must not block.
+type AskCounter interface {
+	AskBroker
+	Delivered(ev *Event, n int)
+}
+
 // AskReply is a frontend's reply to a request.
 type AskReply struct {
 	Data json.RawMessage // a compact JSON array

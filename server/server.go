@@ -126,6 +126,9 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if ob, ok := s.broker.(events.OrderedBroker); ok {
 		ho.Epoch, ho.Stamped = ob.Epoch(), true
 	}
+	if ac, ok := s.broker.(events.AskCounter); ok {
+		ho.Requests = ac.Delivered
+	}
 	s.hub = events.NewHubWith(ho)
 	s.ready = readiness(s.broker, opts.Ready)
 	collectors := opts.Collectors
