@@ -104,7 +104,10 @@ func ParseRequest(frame []byte) (Request, error) {
 	case "detach":
 		r.Action = Detach
 	case "reply":
-		return parseReply(w)
+		if err := parseReply(&w, &r); err != nil {
+			return Request{}, err
+		}
+		return r, nil
 	default:
 		return Request{}, errUnknownAction
 	}
@@ -144,19 +147,19 @@ func ParseRequest(frame []byte) (Request, error) {
 // and data, a JSON array (absent: []); no since.
 //
 //go:noinline
-func parseReply(w fastRequest) (Request, error) {
+func parseReply(w *fastRequest, r *Request) error {
 	if !w.hasEvent || w.typ != "request" || w.id == "" || len(w.id) > MaxRequestIDLen || w.hasSince {
-		return Request{}, errBadReply
+		return errBadReply
 	}
-	r := Request{Token: w.auth, Action: Reply, Key: Key{Type: RequestType, ID: w.id}, Data: "[]"}
+	*r = Request{Token: w.auth, Action: Reply, Key: Key{Type: RequestType, ID: w.id}, Data: "[]"}
 	if w.hasData {
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, []byte(w.data)); err != nil || buf.Len() == 0 || buf.Bytes()[0] != '[' {
-			return Request{}, errBadReply
+			return errBadReply
 		}
 		r.Data = buf.String()
 	}
-	return r, nil
+	return nil
 }
 
 // parseSlow parses a request that the fast path gave up on with

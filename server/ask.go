@@ -161,7 +161,7 @@ func (s *Server) handleAsk(w http.ResponseWriter, r *http.Request) {
 // it was taken, 5 when the id is no open request of that user.
 //
 //go:noinline
-func (s *Server) reply(c *conn, user string, req events.Request) events.Code {
+func (s *Server) reply(c *conn, user string, req *events.Request) events.Code {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	taken, err := s.asker.Reply(ctx, s.asks, user, req.Key.ID, events.AskReply{Data: json.RawMessage(req.Data), Conn: c.connName()})

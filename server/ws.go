@@ -377,7 +377,7 @@ func (s *Server) handleRequest(c *conn, frame []byte) (_ events.Code, answered b
 		return events.InvalidToken, false
 	}
 	if req.Action == events.Reply {
-		return s.handleReply(c, claims, req), false
+		return s.handleReply(c, &claims, &req), false
 	}
 	key := req.Key
 	if key.Type.PerUser() {
@@ -407,12 +407,12 @@ func (s *Server) handleRequest(c *conn, frame []byte) (_ events.Code, answered b
 // nothing.
 //
 //go:noinline
-func (s *Server) handleReply(c *conn, claims auth.Claims, req events.Request) events.Code {
+func (s *Server) handleReply(c *conn, claims *auth.Claims, req *events.Request) events.Code {
 	if code := s.checkStore(c, claims.UserID, req.Key, false); code != events.OK {
 		return code
 	}
 	code := s.reply(c, claims.UserID, req)
-	if code == events.OK && !c.claim(claims) {
+	if code == events.OK && !c.claim(*claims) {
 		return events.InvalidToken // cannot happen: the reader is serial and the owner was checked
 	}
 	return code
