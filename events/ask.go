@@ -52,6 +52,16 @@ type AskCounter interface {
 	Delivered(ev *Event, n int)
 }
 
+// AskCloser is an AskBroker that must settle a request that timed out
+// with every instance: Expire makes sure no reply is taken for it from
+// now on, anywhere, unless one was taken already; then it hands that
+// reply to asks (Take) so that it stands. The server calls it before it
+// answers 504.
+type AskCloser interface {
+	AskBroker
+	Expire(ctx context.Context, asks *Asks, a *Ask) error
+}
+
 // AskReply is a frontend's reply to a request.
 type AskReply struct {
 	Data json.RawMessage // a compact JSON array

@@ -125,6 +125,37 @@ func (b *Broker) ensureAskIndexes() {
 	}
 }
 
+var _ events.AskCloser = (*Broker)(nil)
+
+// Expire settles a request that timed out: a tombstone under its id in
+// the replies collection makes every later reply a duplicate (code 5);
+// when a reply is there already, it is handed to asks and stands.
+func (b *Broker) Expire(ctx context.Context, asks *events.Asks, a *events.Ask) error {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	_, err := b.repliesColl().InsertOne(ctx, bson.D{{Key: "_id", Value: a.ID}, {Key: "timedOut", Value: true},
+		{Key: "instance", Value: b.instance}, {Key: "expires", Value: b.now().Add(time.Minute)}})
+	if err == nil {
+		return nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		b.m.errors.WithLabelValues("insert_reply").Inc()
+		return err
+	}
+	var doc struct {
+		Data     string `bson:"data"`
+		Conn     string `bson:"conn"`
+		TimedOut bool   `bson:"timedOut"`
+	}
+	if err := b.repliesColl().FindOne(ctx, bson.D{{Key: "_id", Value: a.ID}}).Decode(&doc); err != nil {
+		return err
+	}
+	if !doc.TimedOut {
+		asks.Take(a.User, a.ID, events.AskReply{Data: []byte(doc.Data), Conn: doc.Conn})
+	}
+	return nil
+}
+
 // forgetAsk deletes the request's document: no reply is taken for it any
 // more.
 func (b *Broker) forgetAsk(id string) {

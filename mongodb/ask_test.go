@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlay/airlay/events"
 	"github.com/gorilla/websocket"
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo/options"
 )
 
@@ -137,5 +139,60 @@ func TestAskAcrossInstances(t *testing.T) {
 	_ = b.srv.Shutdown(sctx)
 	if r := awaitAsk(t, ch); r.status != 504 || r.took > 4*time.Second {
 		t.Fatalf("ask 5: %d %v after %v", r.status, r.m, r.took)
+	}
+}
+
+// Expire settles a timed-out request with every instance: a reply taken
+// elsewhere just before stands; after it, every reply is refused.
+func TestAskExpire(t *testing.T) {
+	p := startSim(t)
+	client := p.client()
+	seed(t, client, "airlay")
+	c := testConfig()
+	c.Instance = "a"
+	a := startServerWith(t, options.Client().ApplyURI(p.uri), c)
+	waitFor(t, "/readyz 200", func() bool { st, _ := a.get("/readyz"); return st == 200 })
+	br := a.mg.Broker
+	ctx := context.Background()
+	asks := events.NewAsks(4, 4)
+	open := func() *events.Ask {
+		ask, err := asks.Open(userA.Hex())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// asked on another instance "z": a reply here is not taken at once
+		if _, err := br.asksColl().InsertOne(ctx, bson.D{{Key: "_id", Value: ask.ID}, {Key: "user", Value: userA.Hex()}, {Key: "instance", Value: "z"}, {Key: "expires", Value: time.Now().Add(time.Minute)}}); err != nil {
+			t.Fatal(err)
+		}
+		return ask
+	}
+	// A reply taken (on "another" instance) before the timeout stands.
+	ask := open()
+	if ok, err := br.Reply(ctx, asks, userA.Hex(), ask.ID, events.AskReply{Data: []byte(`["just in time"]`), Conn: "9"}); !ok || err != nil {
+		t.Fatalf("reply: %v %v", ok, err)
+	}
+	if ok, _ := br.Reply(ctx, asks, userB.Hex(), ask.ID, events.AskReply{Data: []byte(`[]`)}); ok {
+		t.Fatal("another user's reply taken")
+	}
+	if err := br.Expire(ctx, asks, ask); err != nil {
+		t.Fatal(err)
+	}
+	if asks.Close(ask) {
+		t.Fatal("the reply taken before the timeout was dropped")
+	}
+	<-ask.Done()
+	if r := ask.Reply(); string(r.Data) != `["just in time"]` || r.Conn != "9" {
+		t.Fatalf("reply %+v", r)
+	}
+	// Expired first: a reply afterwards is refused everywhere.
+	ask = open()
+	if err := br.Expire(ctx, asks, ask); err != nil {
+		t.Fatal(err)
+	}
+	if !asks.Close(ask) {
+		t.Fatal("expired request still answered")
+	}
+	if ok, err := br.Reply(ctx, asks, userA.Hex(), ask.ID, events.AskReply{Data: []byte(`["late"]`)}); ok || err != nil {
+		t.Fatalf("late reply taken: %v %v", ok, err)
 	}
 }

@@ -142,6 +142,14 @@ func (s *Server) handleAsk(w http.ResponseWriter, r *http.Request) {
 	case <-s.stopping:
 		stopping = true
 	}
+	if ac, ok := s.asker.(events.AskCloser); ok && !stopping {
+		// A reply taken on another instance a moment ago stands.
+		ectx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		if err := ac.Expire(ectx, s.asks, ask); err != nil {
+			s.log.Warn("ask: could not settle a timed-out request", "err", err)
+		}
+		cancel()
+	}
 	if s.asks.Close(ask) { // not answered: forgotten now, a later reply gets code 5
 		if stopping { // its connections are being closed: no reply can come here
 			writeError(w, http.StatusServiceUnavailable, events.Unavailable.Message(), events.Unavailable, "the server is shutting down: no reply can come; ask again (another instance)")
