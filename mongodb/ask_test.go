@@ -3,7 +3,9 @@ package mongodb
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +196,49 @@ func TestAskExpire(t *testing.T) {
 	}
 	if ok, err := br.Reply(ctx, asks, userA.Hex(), ask.ID, events.AskReply{Data: []byte(`["late"]`)}); ok || err != nil {
 		t.Fatalf("late reply taken: %v %v", ok, err)
+	}
+}
+
+var askFigures = flag.Int("ask.figures", 0, "TestAskFiguresAcrossInstances: this many asks (0: skip the figures)")
+
+// The round trip of POST /api/ask across two instances over mongosim: asked
+// on a, answered by a tab on b (the request through the events collection
+// and b's change stream, the reply through the replies collection back to
+// a). go test -run TestAskFiguresAcrossInstances -v ./mongodb/ -ask.figures 300
+func TestAskFiguresAcrossInstances(t *testing.T) {
+	if *askFigures == 0 {
+		t.Skip("figures: run with -ask.figures N")
+	}
+	p := startSim(t)
+	client := p.client()
+	seed(t, client, "airlay")
+	cfg := func(instance string) Config { c := testConfig(); c.Instance = instance; return c }
+	a := startServerWith(t, options.Client().ApplyURI(p.uri), cfg("a"))
+	b := startServerWith(t, options.Client().ApplyURI(p.uri), cfg("b"))
+	for _, s := range []*serverEnv{a, b} {
+		waitFor(t, "/readyz 200", func() bool { st, _ := s.get("/readyz"); return st == 200 })
+	}
+	tok := a.token(userA.Hex())
+	for _, c := range []struct {
+		name string
+		ask  *serverEnv
+	}{{"asked on a, tab on b", a}, {"asked on b, tab on b", b}} {
+		tab := b.dial()
+		wsDo(t, tab, wsRequest(tok, "attach", "request", ""), 0)
+		var lat []time.Duration
+		for i := 0; i < *askFigures; i++ {
+			ch := c.ask.askAsync("10", userA.Hex(), `["q"]`)
+			id := readRequest(t, tab)
+			wsDo(t, tab, replyTo(tok, id, `["a"]`), 0)
+			r := awaitAsk(t, ch)
+			if r.status != 200 {
+				t.Fatalf("%s: ask %d answered %d %v", c.name, i, r.status, r.m)
+			}
+			lat = append(lat, r.took)
+		}
+		slices.Sort(lat)
+		t.Logf("%s: %d asks, p50 %v, p99 %v, max %v", c.name, len(lat), lat[len(lat)/2].Round(10*time.Microsecond),
+			lat[min(len(lat)-1, len(lat)*99/100)].Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
+		wsDo(t, tab, wsRequest(tok, "detach", "request", ""), 0)
 	}
 }
