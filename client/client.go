@@ -128,6 +128,14 @@ type Event struct {
 	Raw  []byte          // the frame as received
 }
 
+// Request is a question of a backend (POST /api/ask) to this user's
+// frontend; the reply names its ID.
+type Request struct {
+	ID   string
+	Data json.RawMessage // a JSON array
+	Raw  []byte          // the frame as received
+}
+
 // Options configure a Client. URL is required; Token is required for
 // Attach and Detach.
 type Options struct {
@@ -159,6 +167,17 @@ type Options struct {
 	// subscription stays in the client's set and is tried again after the
 	// next reconnect; Detach removes it.
 	OnError func(error)
+
+	// OnRequest answers the requests of POST /api/ask: with it set, a
+	// request event (the client holds Sub{Type: "request"}: attach it) is
+	// handed to OnRequest in a goroutine of its own, not to OnEvent or
+	// Events, and what it returns is sent as the reply (a JSON array; nil
+	// is []). An error sends no reply (the backend gets 504 at its
+	// timeout). The first reply of any connection of the user wins; the
+	// reply's answer (code 5 when another won or the request timed out)
+	// goes to OnError as a *RefusedError. Requests are not kept by the
+	// server for resuming: one sent while the client was away is lost.
+	OnRequest func(ctx context.Context, r Request) (json.RawMessage, error)
 
 	// OnReload is called, on the connection's reader, when a re-attach
 	// after a reconnect answered recovered:false: events of s while the
@@ -328,6 +347,47 @@ func (c *Client) Request(ctx context.Context, frame []byte) (Answer, error) {
 		b, _ := json.Marshal(obj)
 		return b
 	}, true, settle)
+}
+
+// Reply sends data (a JSON array; nil is []) as the reply to the request
+// id and returns the server's answer: code 0 when it was taken, 5 when the
+// id is not an open request of this user (another reply won, it timed out,
+// or it is unknown). It waits and retries like Attach.
+func (c *Client) Reply(ctx context.Context, id string, data json.RawMessage) (Answer, error) {
+	if len(data) == 0 {
+		data = json.RawMessage("[]")
+	}
+	return c.roundTrip(ctx, func(tok string) []byte {
+		type ref struct {
+			Type string `json:"type"`
+			ID   string `json:"id"`
+		}
+		b, _ := json.Marshal(struct {
+			Auth   string          `json:"auth"`
+			Action string          `json:"action"`
+			Event  ref             `json:"event"`
+			Data   json.RawMessage `json:"data"`
+		}{tok, "reply", ref{"request", id}, data})
+		return b
+	}, true, func(a Answer) {
+		if a.Code == events.TokenNotSet || a.Code == events.InvalidToken {
+			c.tokens.invalidate()
+		}
+	})
+}
+
+// answerRequest runs OnRequest for r and sends its reply.
+func (c *Client) answerRequest(r Request) {
+	data, err := c.opts.OnRequest(c.ctx, r)
+	if err != nil || c.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, time.Minute)
+	defer cancel()
+	a, err := c.Reply(ctx, r.ID, data)
+	if err == nil && !a.OK() {
+		c.reportErr(&RefusedError{Action: "reply", Sub: Sub{Type: "request", ID: r.ID}, Answer: a})
+	}
 }
 
 // Subs returns the subscriptions the client holds, in the order they were
@@ -506,6 +566,9 @@ func (c *Client) posOf(s Sub) string {
 func (c *Client) sinceOf(s Sub) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if s.Type == "request" {
+		return "" // nothing to resume: requests are kept in no history
+	}
 	if p := c.subs[s.key()].pos; p != "" {
 		return p
 	}
@@ -857,8 +920,16 @@ func (c *Client) handleFrame(cn *conn, msg []byte) {
 		}
 		return
 	}
+	if f.Type == "request" {
+		// Not a position to resume after: requests are kept in no history.
+		if c.opts.OnRequest != nil {
+			go c.answerRequest(Request{ID: f.ID, Data: f.Data, Raw: msg})
+			return
+		}
+	} else {
+		c.advance(f.Type, f.ID, f.Pos)
+	}
 	ev := Event{Type: f.Type, ID: f.ID, Data: f.Data, Pos: f.Pos, Raw: msg}
-	c.advance(f.Type, f.ID, f.Pos)
 	if c.opts.OnEvent != nil {
 		c.opts.OnEvent(ev)
 	}

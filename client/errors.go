@@ -15,10 +15,10 @@ var (
 )
 
 // RefusedError is a request the server answered with a code other than 0.
-// OnError receives it for a re-attach (after a reconnect) or a token refresh
-// that the server refused.
+// OnError receives it for a re-attach (after a reconnect), a token refresh
+// or a reply of OnRequest that the server refused.
 type RefusedError struct {
-	Action string // "attach" or "detach"
+	Action string // "attach", "detach" or "reply"
 	Sub    Sub
 	Answer Answer
 }

@@ -18,6 +18,9 @@ const (
 	InvalidRequest      Code = 5
 	TooManySubscription Code = 6
 	Unavailable         Code = 7
+	// NotConnected and NoReply are answers of POST /api/ask only.
+	NotConnected Code = 8
+	NoReply      Code = 9
 )
 
 var codeMessages = [...]string{
@@ -29,6 +32,8 @@ var codeMessages = [...]string{
 	InvalidRequest:      "Invalid request",
 	TooManySubscription: "Too many subscriptions",
 	Unavailable:         "Service unavailable",
+	NotConnected:        "User not connected",
+	NoReply:             "No reply",
 }
 
 // codeFrames holds the response frame of each code, encoded once.

@@ -10,8 +10,8 @@ package events
 // both agree.
 
 type fastRequest struct {
-	auth, action, typ, id, since string
-	hasEvent, hasSince           bool
+	auth, action, typ, id, since, data string
+	hasEvent, hasSince, hasData        bool
 }
 
 type scanner struct {

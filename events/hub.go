@@ -37,6 +37,7 @@ type Hub struct {
 	epoch   string
 	stamped bool
 	hist    *History // nil: no history
+	onReq   func(ev *Event, n int)
 	count   atomic.Int64
 	now     func() time.Time
 
@@ -128,6 +129,11 @@ type HubOptions struct {
 	Stamped bool
 	// History keeps recent events for resuming; nil keeps none.
 	History *History
+	// Requests, when set, is told of every request event (POST /api/ask)
+	// the hub handed out, with the number of this hub's subscribers that
+	// got it (0 included). It runs under the publish lock: it must not
+	// block.
+	Requests func(ev *Event, n int)
 }
 
 // NewHub returns an empty Hub with a new epoch and no history.
@@ -138,7 +144,7 @@ func NewHubWith(o HubOptions) *Hub {
 	if o.Epoch == "" {
 		o.Epoch = NewEpoch()
 	}
-	h := &Hub{seed: maphash.MakeSeed(), now: time.Now, epoch: o.Epoch, stamped: o.Stamped, hist: o.History}
+	h := &Hub{seed: maphash.MakeSeed(), now: time.Now, epoch: o.Epoch, stamped: o.Stamped, hist: o.History, onReq: o.Requests}
 	for i := range h.shards {
 		h.shards[i].topics = make(map[Key]*topic)
 	}
@@ -252,7 +258,7 @@ func (h *Hub) publish(evs []Event, tr *Tracker, st *Stamp) int {
 		d.Frame = appendFrameTail(d.Frame, h.epoch, h.stamped, p)
 		d.Accepted, d.Batch = now, h.batch
 		k := evs[i].Key()
-		if h.hist.Enabled() {
+		if k.Type != RequestType && h.hist.Enabled() { // a stale request is of no use: never replayed
 			h.hist.add(k, p, now, d.Frame)
 		}
 		subs := h.subscribers(k)
@@ -263,6 +269,9 @@ func (h *Hub) publish(evs []Event, tr *Tracker, st *Stamp) int {
 			s.Send(d)
 		}
 		n += len(subs)
+		if k.Type == RequestType && h.onReq != nil {
+			h.onReq(&evs[i], len(subs))
+		}
 	}
 	h.pubMu.Unlock()
 	h.lastPublish.Store(int64(time.Since(epoch)))
@@ -298,7 +307,9 @@ func (h *Hub) Remember(evs []Event, st Stamp, at time.Time) {
 	for i := range evs {
 		p := h.next(&st, i)
 		frames[i] = appendFrameTail(frames[i], h.epoch, h.stamped, p)
-		h.hist.add(evs[i].Key(), p, at, frames[i])
+		if evs[i].Type != RequestType { // never replayed
+			h.hist.add(evs[i].Key(), p, at, frames[i])
+		}
 	}
 	h.pubMu.Unlock()
 }

@@ -13,10 +13,20 @@ const (
 	DatasetUpdate
 	UploadFile
 	DownloadFile
+	// RequestType is a backend's question to a user's frontend (POST /api/ask):
+	// a frontend attaches to it to receive them; it is never published
+	// through POST /api/events, has no source in MongoDB and is kept in no
+	// history (a stale question is of no use).
+	RequestType
 )
 
-// Types lists every event type in the contract's order.
+// Types lists every event type that is published (POST /api/events) or
+// comes from a source, in the contract's order.
 var Types = []Type{IssueUpdate, Notification, DatasetUpdate, UploadFile, DownloadFile}
+
+// WireTypes lists every event type a frontend may attach to: Types and
+// RequestType, as GET /api/config lists them.
+var WireTypes = []Type{IssueUpdate, Notification, DatasetUpdate, UploadFile, DownloadFile, RequestType}
 
 var typeNames = [...]string{
 	IssueUpdate:   "issueUpdate",
@@ -24,11 +34,12 @@ var typeNames = [...]string{
 	DatasetUpdate: "datasetUpdate",
 	UploadFile:    "uploadFile",
 	DownloadFile:  "downloadFile",
+	RequestType:   "request",
 }
 
 // ParseType returns the Type named s (case-sensitive, as on the wire).
 func ParseType(s string) (Type, bool) {
-	for _, t := range Types {
+	for _, t := range WireTypes {
 		if typeNames[t] == s {
 			return t, true
 		}
@@ -45,8 +56,8 @@ func (t Type) String() string {
 }
 
 // PerUser reports whether events of this type are addressed to a user
-// (notification) rather than to an object.
-func (t Type) PerUser() bool { return t == Notification }
+// (notification, request) rather than to an object.
+func (t Type) PerUser() bool { return t == Notification || t == RequestType }
 
 // NeedsDatasetAccess reports whether attaching to this type needs access to
 // the dataset named by the id.

@@ -21,6 +21,9 @@ type Action uint8
 const (
 	Attach Action = iota + 1
 	Detach
+	// Reply answers a request of POST /api/ask: Key is {RequestType, the
+	// request id} and Data the reply.
+	Reply
 )
 
 // Request is a parsed /ws request. For notification Key.ID is empty: the
@@ -34,13 +37,17 @@ type Request struct {
 	// hub judges it (Hub.ParseSince); for detach it is ignored.
 	Since    string
 	HasSince bool
+	// Data is a reply's "data": a compact JSON array ("[]" when absent);
+	// empty for other actions.
+	Data string
 }
 
 type wireRequest struct {
-	Auth   string        `json:"auth"`
-	Action string        `json:"action"`
-	Event  *wireEventRef `json:"event"`
-	Since  *string       `json:"since"`
+	Auth   string          `json:"auth"`
+	Action string          `json:"action"`
+	Event  *wireEventRef   `json:"event"`
+	Since  *string         `json:"since"`
+	Data   json.RawMessage `json:"data"`
 }
 
 type wireEventRef struct {
@@ -56,6 +63,9 @@ func (w *wireRequest) fast() fastRequest {
 	if w.Since != nil {
 		f.since = *w.Since
 	}
+	if w.Data != nil {
+		f.data, f.hasData = string(w.Data), true
+	}
 	return f
 }
 
@@ -66,7 +76,11 @@ var (
 	errUnknownType   = fmt.Errorf("%w: unknown event type", ErrInvalidRequest)
 	errNotObjectID   = fmt.Errorf("%w: event.id is not an ObjectId", ErrInvalidRequest)
 	errBadSince      = fmt.Errorf("%w: since is not a position of this server", ErrInvalidRequest)
+	errBadReply      = fmt.Errorf("%w: a reply names a request (event.type request and its id) and has a JSON array as data", ErrInvalidRequest)
 )
+
+// MaxRequestIDLen bounds the id of a request (POST /api/ask) in a reply.
+const MaxRequestIDLen = 64
 
 // ParseRequest parses one client frame. It checks only the shape (code 5);
 // the token is returned unverified and may be empty.
@@ -89,6 +103,11 @@ func ParseRequest(frame []byte) (Request, error) {
 		r.Action = Attach
 	case "detach":
 		r.Action = Detach
+	case "reply":
+		if err := parseReply(&w, &r); err != nil {
+			return Request{}, err
+		}
+		return r, nil
 	default:
 		return Request{}, errUnknownAction
 	}
@@ -122,6 +141,25 @@ func ParseRequest(frame []byte) (Request, error) {
 		r.Since, r.HasSince = w.since, true
 	}
 	return r, nil
+}
+
+// parseReply checks a reply: event {"type":"request","id":"<request id>"}
+// and data, a JSON array (absent: []); no since.
+//
+//go:noinline
+func parseReply(w *fastRequest, r *Request) error {
+	if !w.hasEvent || w.typ != "request" || w.id == "" || len(w.id) > MaxRequestIDLen || w.hasSince {
+		return errBadReply
+	}
+	*r = Request{Token: w.auth, Action: Reply, Key: Key{Type: RequestType, ID: w.id}, Data: "[]"}
+	if w.hasData {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, []byte(w.data)); err != nil || buf.Len() == 0 || buf.Bytes()[0] != '[' {
+			return errBadReply
+		}
+		r.Data = buf.String()
+	}
+	return nil
 }
 
 // parseSlow parses a request that the fast path gave up on with
@@ -265,6 +303,9 @@ func (w *wireEvent) event(e *Event) error {
 			return fmt.Errorf("%w: type is missing", ErrInvalidRequest)
 		}
 		return fmt.Errorf("%w: unknown event type %s", ErrInvalidRequest, quoteShort(w.Type))
+	}
+	if t == RequestType {
+		return fmt.Errorf("%w: a request is sent with POST /api/ask, not published", ErrInvalidRequest)
 	}
 	e.Type = t
 	if t.PerUser() {

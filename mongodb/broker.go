@@ -69,6 +69,8 @@ type Broker struct {
 	max     int
 	ttl     time.Duration
 	now     func() time.Time
+
+	askIndexes sync.Once // TTL indexes of the asks and replies collections (ask.go)
 }
 
 type pendingPublish struct {

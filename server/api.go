@@ -319,7 +319,7 @@ type configAnswer struct {
 // handleConfig is GET /api/config: discovery, no secrets.
 func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
 	a := configAnswer{Version: Version, WebSocket: "/ws", PublishEnabled: s.cfg.PublishToken != "", FilesEnabled: s.files != nil}
-	for _, t := range events.Types {
+	for _, t := range events.WireTypes {
 		a.EventTypes = append(a.EventTypes, t.String())
 	}
 	a.Limits.MaxSubscriptions = s.cfg.MaxSubscriptions

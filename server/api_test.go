@@ -104,7 +104,7 @@ func TestAPIConfigDiscovery(t *testing.T) {
 		if m["publish_enabled"] != tc.publishEnabled {
 			t.Errorf("%s: publish_enabled %v, want %v", tc.name, m["publish_enabled"], tc.publishEnabled)
 		}
-		wantTypes := []any{"issueUpdate", "notification", "datasetUpdate", "uploadFile", "downloadFile"}
+		wantTypes := []any{"issueUpdate", "notification", "datasetUpdate", "uploadFile", "downloadFile", "request"}
 		if !reflect.DeepEqual(m["event_types"], wantTypes) {
 			t.Errorf("%s: event_types %v, want %v", tc.name, m["event_types"], wantTypes)
 		}

@@ -122,6 +122,11 @@ type Config struct {
 	// sent again; a resume that needs more answers recovered:false (the
 	// client reloads the object). Default 1000.
 	MaxReplay int
+	// MaxAsksPerUser (max_asks_per_user) and MaxAsks (max_asks): the most
+	// open requests of POST /api/ask for one user and on this instance;
+	// past them the answer is 429.
+	MaxAsksPerUser int
+	MaxAsks        int
 
 	// Mongo is the [mongodb] section, for its owner (package mongodb,
 	// wired by cmd/airlay-cli) to read.
@@ -174,6 +179,8 @@ func Defaults() Config {
 		HistoryTTL:        5 * time.Minute,
 		HistoryBytes:      64 << 20,
 		MaxReplay:         1000,
+		MaxAsksPerUser:    16,
+		MaxAsks:           10000,
 	}
 }
 
@@ -252,6 +259,8 @@ func readConfig(f *iniconf.File) (*Config, error) {
 		{Name: "history_ttl", Value: iniconf.Duration(&c.HistoryTTL, 0)},
 		{Name: "history_bytes", Value: iniconf.Size(&c.HistoryBytes, 1024)},
 		{Name: "max_replay", Value: iniconf.Int(&c.MaxReplay, 1)},
+		{Name: "max_asks_per_user", Value: iniconf.Int(&c.MaxAsksPerUser, 1)},
+		{Name: "max_asks", Value: iniconf.Int(&c.MaxAsks, 1)},
 	})
 	if err != nil {
 		return nil, err

@@ -74,6 +74,8 @@ var cfgKeys = []cfgKey{
 	{SectionServer, "history_ttl", "HistoryTTL", "90s", 90 * time.Second},
 	{SectionServer, "history_bytes", "HistoryBytes", "8MiB", int64(8 << 20)},
 	{SectionServer, "max_replay", "MaxReplay", "20", 20},
+	{SectionServer, "max_asks_per_user", "MaxAsksPerUser", "3", 3},
+	{SectionServer, "max_asks", "MaxAsks", "500", 500},
 }
 
 // cfgContractKeys are the keys PROTOCOL.md fixes.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,9 @@ func (c *conn) LogValue() slog.Value {
 	}
 	return slog.GroupValue(slog.Uint64("id", c.id), slog.String("user", user), slog.String("remote", c.sess.Request.RemoteAddr))
 }
+
+// name is the connection's id as the console and presence name it.
+func (c *conn) connName() string { return strconv.FormatUint(c.id, 10) }
 
 // write hands a frame to melody; the queue calls it under its lock.
 func (c *conn) write(d *events.Delivery) {

@@ -71,6 +71,11 @@ type Server struct {
 
 	keys *keySet // Idempotency-Keys, when the broker does not keep them
 
+	asks       *events.Asks // open requests of POST /api/ask
+	asker      asker        // the broker's events.AskBroker, or localAsks
+	askMetrics *askMetrics
+	stopping   chan struct{} // closed when Shutdown starts: open asks end
+
 	files       files.Store // temporary download links; nil when publish_token is empty
 	fileMetrics *fileMetrics
 	uploadIdle  time.Duration // uploadIdleTimeout when the server was made
@@ -100,6 +105,8 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		conns: make(map[*conn]struct{}),
 		ran:   make(chan struct{}),
 
+		stopping: make(chan struct{}),
+
 		started: time.Now(),
 	}
 	s.connsDrained = sync.NewCond(&s.connsMu)
@@ -125,12 +132,24 @@ func New(cfg *Config, opts Options) (*Server, error) {
 	if ob, ok := s.broker.(events.OrderedBroker); ok {
 		ho.Epoch, ho.Stamped = ob.Epoch(), true
 	}
+	if ac, ok := s.broker.(events.AskCounter); ok {
+		ho.Requests = ac.Delivered
+	}
 	s.hub = events.NewHubWith(ho)
 	s.ready = readiness(s.broker, opts.Ready)
 	collectors := opts.Collectors
 	if mb, ok := s.broker.(events.MetricsBroker); ok {
 		collectors = append(mb.Collectors(), collectors...)
 	}
+	s.asks = events.NewAsks(cfg.MaxAsksPerUser, cfg.MaxAsks)
+	if ab, ok := s.broker.(events.AskBroker); ok {
+		s.asker = ab
+	} else {
+		s.asker = localAsks{hub: s.hub}
+	}
+	var askCollectors []prometheus.Collector
+	s.askMetrics, askCollectors = newAskMetrics(s.asks)
+	collectors = append(collectors, askCollectors...)
 	cacheSize := cfg.TokenCacheSize
 	if cacheSize == 0 {
 		cacheSize = -1 // auth: negative disables
@@ -195,6 +214,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("/api/events", s.handlePublish)
 	api.HandleFunc("GET /api/config", s.handleConfig)
 	api.HandleFunc("/api/files", s.handleFileUpload)
+	api.HandleFunc("/api/ask", s.handleAsk)
 	api.HandleFunc("GET "+ConsolePath, s.handleConsole)          // the live page's operator console
 	api.HandleFunc("GET "+ConsoleAttachedPath, s.handleAttached) // who is attached to an object
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -233,7 +253,9 @@ func (s *Server) ListenAndServe() error {
 // lets the HTTP requests in progress finish and waits for the connections
 // to go, all within ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
+	if !s.closing.Swap(true) {
+		close(s.stopping)
+	}
 	s.log.Info("shutting down")
 	// net/http closes the listener at once, then waits for the requests in
 	// progress, and also (up to 5 s) for connections opened but never used,

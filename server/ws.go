@@ -376,6 +376,9 @@ func (s *Server) handleRequest(c *conn, frame []byte) (_ events.Code, answered b
 	if owner := c.owner(); owner != "" && owner != claims.UserID {
 		return events.InvalidToken, false
 	}
+	if req.Action == events.Reply {
+		return s.handleReply(c, &claims, &req), false
+	}
 	key := req.Key
 	if key.Type.PerUser() {
 		key.ID = claims.UserID
@@ -386,12 +389,54 @@ func (s *Server) handleRequest(c *conn, frame []byte) (_ events.Code, answered b
 	if !c.claim(claims) {
 		return events.InvalidToken, false // another user claimed it meanwhile
 	}
+	if req.HasSince && key.Type == events.RequestType {
+		s.resumeRequests(c, key)
+		return events.OK, true
+	}
 	if req.HasSince {
 		s.resume(c, key, req.Since)
 		return events.OK, true
 	}
 	c.apply(key, req.Action)
 	return events.OK, false
+}
+
+// handleReply answers a reply frame: the user check (3), then the
+// request (5 unless it is an open request of this user). A reply that is
+// taken claims the connection as an attach does; a refused one changes
+// nothing.
+//
+//go:noinline
+func (s *Server) handleReply(c *conn, claims *auth.Claims, req *events.Request) events.Code {
+	if code := s.checkStore(c, claims.UserID, req.Key, false); code != events.OK {
+		return code
+	}
+	code := s.reply(c, claims.UserID, req)
+	if code == events.OK && !c.claim(*claims) {
+		return events.InvalidToken // cannot happen: the reader is serial and the owner was checked
+	}
+	return code
+}
+
+// resumeRequests answers an attach of request with since: requests are
+// kept in no history (a stale one is of no use), so nothing is replayed:
+// recovered:false, or true when the subscription was held already.
+//
+//go:noinline
+func (s *Server) resumeRequests(c *conn, key events.Key) {
+	if !s.awaitAnswerRoom(c) {
+		return
+	}
+	s.metrics.requests[events.OK].Inc()
+	c.mu.Lock()
+	_, held := c.subs[key]
+	c.mu.Unlock()
+	c.apply(key, events.Attach)
+	if held {
+		s.pushAnswer(c, recoveredAnswers[1])
+	} else {
+		s.pushAnswer(c, recoveredAnswers[0])
+	}
 }
 
 // tokenRefused answers a token that Verify refused.

@@ -104,11 +104,23 @@ export interface Reload {
   id?: string;
 }
 
+/** What "reply" listeners get: the server's answer to a reply that onRequest sent (code 5: another tab replied first, or the request timed out). */
+export interface ReplyResult {
+  id: string;
+  answer: Answer;
+}
+
+/** A backend's request (POST /api/ask) as onRequest's callback gets it beside its data. */
+export interface AskRequest<D = unknown> extends AirlayEvent<D> {
+  type: "request";
+}
+
 export interface Listeners {
   state: State;
   event: AirlayEvent;
   error: ClientError;
   reload: Reload;
+  reply: ReplyResult;
 }
 
 export declare const DEFAULTS: Readonly<{
@@ -138,6 +150,13 @@ export declare class AirlayClient {
   start(): this;
   /** Subscribes to (type, id); with code 0 the callback gets each event and the subscription is re-attached after every reconnect. */
   attach<D = unknown>(type: EventType | string, id?: string, callback?: (e: AirlayEvent<D>) => void, onReload?: (s: Reload) => void): Promise<Answer>;
+  /**
+   * Attaches "request" and answers each request of a backend (POST /api/ask) with what callback returns or its Promise
+   * resolves to: an array is the reply's data, another value is sent as [value]; a throw or rejection sends no reply.
+   */
+  onRequest<D = unknown, R = unknown>(callback: (data: D[], request: AskRequest<D>) => R | R[] | Promise<R | R[]>): Promise<Answer>;
+  /** Sends data as the reply to request id: code 0 taken, 5 not an open request of this user (answered, timed out). */
+  reply(id: string, data: unknown[]): Promise<Answer>;
   /** The position of the last event of (type, id), "" before the first: what a re-attach sends as since. */
   pos(type: EventType | string, id?: string): string;
   /** Removes callback (every callback when none is given); unsubscribes when none is left. */

@@ -17,8 +17,18 @@
 // them ("recovered": false) the "reload" listeners and the subscription's
 // onReload get {type, id}: reload that object. The server's contract is in
 // PROTOCOL.md; the README of the airlay repository documents this module.
+//
+// A backend may ask this frontend something (POST /api/ask):
+//
+//   client.onRequest(async (data, request) => ({ editing: isEditing(data[0]) }));
+//
+// attaches "request"; each request's data goes to the callback, and its
+// value (or what its Promise resolves to) is sent as the reply (a value
+// that is not an array is sent as [value]). A callback that throws or
+// rejects sends no reply (the backend gets 504 at its timeout).
 
 const NOTIFICATION = "notification";
+const REQUEST = "request";
 const OBJECT_ID = /^[0-9a-fA-F]{24}$/;
 
 /** Default options. Times in milliseconds. */
@@ -51,7 +61,7 @@ export function tokenExpiry(token) {
 }
 
 function subKey(type, id) {
-  if (type === NOTIFICATION) return NOTIFICATION;
+  if (type === NOTIFICATION || type === REQUEST) return type; // one per connection, whatever the id
   return type + ":" + (OBJECT_ID.test(id || "") ? id.toLowerCase() : id || "");
 }
 
@@ -78,7 +88,7 @@ export class AirlayClient {
     this.url = o.url || new URL(import.meta.url).origin;
     this.config = null; // the answer of /api/config once known
     this.state = "connecting"; // "connecting" | "open" | "closed"
-    this._listeners = { state: new Set(), event: new Set(), error: new Set(), reload: new Set() };
+    this._listeners = { state: new Set(), event: new Set(), error: new Set(), reload: new Set(), reply: new Set() };
     if (o.onState) this.on("state", o.onState);
     if (o.onEvent) this.on("event", o.onEvent);
     if (o.onError) this.on("error", o.onError);
@@ -123,6 +133,44 @@ export class AirlayClient {
    */
   attach(type, id, callback, onReload) {
     return this._request({ action: "attach", type, id, callback, onReload });
+  }
+
+  /**
+   * onRequest attaches "request" and answers each request of a backend
+   * (POST /api/ask) with what callback(data, request) returns or resolves
+   * to: an array is the reply's data, any other value is sent as [value];
+   * a throw or a rejection sends no reply. Resolves with the attach's
+   * answer. The reply's own answer (code 5 when another tab replied first
+   * or the request timed out) goes to the "reply" listeners as
+   * {id, answer}.
+   */
+  onRequest(callback) {
+    return this.attach(REQUEST, undefined, (e) => this._ask(e, callback));
+  }
+
+  /** reply sends data (an array) as the reply to request id and resolves with the server's answer: code 0 taken, 5 not an open request (another reply won, timed out). */
+  reply(id, data) {
+    if (this._closed) return Promise.reject(new Error("airlay: client closed"));
+    return new Promise((resolve, reject) => {
+      this._queue.push({ action: "reply", type: REQUEST, id, data: Array.isArray(data) ? data : [], resolve, reject });
+      this._flush();
+    });
+  }
+
+  async _ask(e, callback) {
+    let value;
+    try {
+      value = await callback(e.data, e);
+    } catch (err) {
+      setTimeout(() => {
+        throw err;
+      });
+      return;
+    }
+    if (this._closed) return;
+    const data = Array.isArray(value) ? value : value === undefined ? [] : [value];
+    const answer = await this.reply(e.id, data).catch(() => null);
+    if (answer) this._emit("reply", { id: e.id, answer });
   }
 
   /** pos returns the position of the last event of (type, id), or "" before the first. */
@@ -199,6 +247,7 @@ export class AirlayClient {
         this._pending.push(r);
         const req = { auth: token, action: r.action, event };
         if (r.since) req.since = r.since;
+        if (r.action === "reply") req.data = r.data;
         ws.send(JSON.stringify(req));
       }
     } finally {
@@ -211,6 +260,10 @@ export class AirlayClient {
     const r = this._pending.shift();
     if (!r) return;
     if (a.code === 1 || a.code === 2) this._invalidateToken();
+    if (r.action === "reply") {
+      r.resolve(a);
+      return;
+    }
     if (isOK(a)) {
       const key = subKey(r.type, r.id);
       if (r.action === "attach") {
@@ -249,7 +302,8 @@ export class AirlayClient {
 
   _event(e) {
     const sub = this._subs.get(subKey(e.type, e.id));
-    if (typeof e.pos === "string" && e.pos) {
+    // A request's position is none to resume after: requests are kept in no history.
+    if (typeof e.pos === "string" && e.pos && e.type !== REQUEST) {
       this._lastPos = e.pos;
       if (sub) sub.pos = e.pos;
     }
@@ -439,7 +493,7 @@ export class AirlayClient {
       action: "attach",
       type: s.type,
       id: s.id,
-      since: s.pos || this._lastPos || undefined,
+      since: s.type === REQUEST ? undefined : s.pos || this._lastPos || undefined,
       internal: "resubscribe",
       resolve: () => {},
       reject: () => {},

@@ -378,7 +378,7 @@ func livePage(t *testing.T, ctx context.Context, s *servertest.Server) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(s.URL()+server.LivePagePath)); err != nil {
 		t.Fatalf("navigate /live: %v", err)
 	}
-	waitJS(t, ctx, "the event types", `document.querySelectorAll("#type option").length === 5`)
+	waitJS(t, ctx, "the event types", `document.querySelectorAll("#type option").length === 6`)
 	err := chromedp.Do(ctx,
 		chromedp.SetValue("#token", tok),
 		chromedp.Click("#connect-btn"),

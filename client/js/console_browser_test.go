@@ -114,7 +114,7 @@ func TestBrowserConsole(t *testing.T) {
 	}
 	// The page's own requests (module, /api/config) pass under the
 	// restricted allowed_origins: it is same-origin.
-	waitJS(t, ctx, "the event types", `document.querySelectorAll("#type option").length === 5 && document.querySelectorAll("#who-type option").length === 5`)
+	waitJS(t, ctx, "the event types", `document.querySelectorAll("#type option").length === 6 && document.querySelectorAll("#who-type option").length === 6`)
 
 	// The quantile estimate of the console, as histogram_quantile: linear
 	// within a bucket; +Inf counts at the last bound; nothing is NaN.

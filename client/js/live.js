@@ -87,6 +87,63 @@ function onEvent(e) {
   renderSubs(); // the subscription's last position
 }
 
+// askPerson shows a backend's request and resolves with what the person
+// types (JSON when it parses, else the text): airlay.js sends it as the
+// reply. The first reply of any tab of the user wins.
+function askPerson(data, req) {
+  const list = $("requests");
+  if (list.firstElementChild && list.firstElementChild.classList.contains("empty")) list.replaceChildren();
+  return new Promise((resolve) => {
+    const li = row(list, "", "request");
+    li.dataset.id = req.id;
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = `${new Date().toLocaleTimeString()} request ${req.id}`;
+    const q = document.createElement("code");
+    q.textContent = JSON.stringify(data);
+    const input = document.createElement("input");
+    input.className = "reply-text";
+    input.placeholder = "your answer (JSON or text)";
+    input.spellcheck = false;
+    const b = document.createElement("button");
+    b.textContent = "Reply";
+    b.className = "reply-btn";
+    const status = document.createElement("span");
+    status.className = "reply-status";
+    const send = () => {
+      const text = input.value.trim();
+      let value = text;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        // plain text
+      }
+      b.disabled = input.disabled = true;
+      status.textContent = " sending…";
+      resolve(value);
+    };
+    b.onclick = send;
+    input.onkeydown = (ev) => {
+      if (ev.key === "Enter") send();
+    };
+    li.append(meta, document.createTextNode(" "), q, document.createElement("br"), input, b, status);
+    log(`request ${req.id}: ${JSON.stringify(data)}`);
+  });
+}
+
+// onReply shows the server's answer to a reply: taken, or refused (another
+// tab replied first, or the request timed out).
+function onReply(r) {
+  const li = [...$("requests").children].find((el) => el.dataset.id === r.id);
+  const ok = r.answer.code === 0;
+  const text = ok ? " reply taken" : ` refused: ${r.answer.message} (code ${r.answer.code}): answered elsewhere or timed out`;
+  if (li) {
+    li.querySelector(".reply-status").textContent = text;
+    li.classList.add(ok ? "replied" : "bad");
+  }
+  log(`reply ${r.id}:${text}`, !ok);
+}
+
 // onReload: a re-attach after a drop could not recover what was missed.
 function onReload(r) {
   reloads++;
@@ -146,6 +203,7 @@ async function main() {
       onReload,
       onError: (e) => log(`${e.action} ${e.type} ${e.id || ""} failed: ${e.answer ? e.answer.message : e.error}`, true),
     });
+    client.on("reply", onReply);
     setState("connecting", "connecting");
     $("attach-btn").disabled = false;
     $("disconnect-btn").disabled = false;
@@ -170,7 +228,7 @@ async function main() {
     const type = $("type").value;
     const id = $("id").value.trim();
     try {
-      const a = await client.attach(type, id, () => {});
+      const a = type === "request" ? await client.onRequest(askPerson) : await client.attach(type, id, () => {});
       log(`attach ${type} ${id}: ${a.message} (code ${a.code})`, a.code !== 0);
     } catch (err) {
       log(`attach ${type} ${id}: ${err}`, true);
@@ -228,6 +286,7 @@ function setupConsole() {
     $("console-stop").disabled = false;
     $("pub-btn").disabled = false;
     $("who-btn").disabled = false;
+    $("ask-btn").disabled = false;
   };
   $("console-stop").onclick = () => {
     if (stopConsole) stopConsole();
@@ -237,6 +296,7 @@ function setupConsole() {
     $("console-stop").disabled = true;
     $("pub-btn").disabled = true;
     $("who-btn").disabled = true;
+    $("ask-btn").disabled = true;
     consoleStatus("Stopped; the publish token is forgotten.", false);
   };
   $("publish").onsubmit = async (ev) => {
@@ -252,6 +312,35 @@ function setupConsole() {
       });
       const body = await r.json().catch(() => ({ message: r.statusText }));
       out.textContent = answerText(r.status, body);
+      out.className = r.ok ? "answer" : "answer bad";
+    } catch (err) {
+      out.textContent = "The server cannot be reached: " + err;
+      out.className = "answer bad";
+    }
+  };
+  $("ask").onsubmit = async (ev) => {
+    ev.preventDefault();
+    if (!pubToken) return;
+    const out = $("ask-answer");
+    out.textContent = "waiting for the reply…";
+    out.className = "answer";
+    try {
+      let data;
+      try {
+        data = JSON.parse($("ask-data").value || "[]");
+      } catch (err) {
+        out.textContent = "The data is not JSON: " + err;
+        out.className = "answer bad";
+        return;
+      }
+      const body = JSON.stringify({ user: $("ask-user").value.trim(), data });
+      const r = await fetch("/api/ask?timeout=" + encodeURIComponent($("ask-timeout").value || "10"), {
+        method: "POST",
+        headers: { Authorization: "Bearer " + pubToken, "Content-Type": "application/json" },
+        body,
+      });
+      const a = await r.json().catch(() => ({ message: r.statusText }));
+      out.textContent = answerText(r.status, a);
       out.className = r.ok ? "answer" : "answer bad";
     } catch (err) {
       out.textContent = "The server cannot be reached: " + err;

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,13 +23,14 @@ import (
 // cmdListen is `web_socket listen`: events on stdout, one JSON line each;
 // connection states on stderr, one JSON line each; requests from stdin.
 func cmdListen(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("listen", "--url ws://HOST:PORT/ws [--token-file F] [--filter REGEX] [--count N] [--timeout D] [--reconnect] type[:id]...", stdout)
+	fs := newFlags("listen", "--url ws://HOST:PORT/ws [--token-file F] [--filter REGEX] [--count N] [--timeout D] [--reconnect] [--reply] type[:id]...", stdout)
 	rawURL := fs.String("url", "", "WebSocket URL of the server, ws://HOST:PORT/ws (required)")
 	tokenFile := fs.String("token-file", "", "file holding the access token, read again whenever a token is needed (default: $AIRLAY_TOKEN)")
 	filter := fs.String("filter", "", "print only events whose JSON matches this regular expression")
 	count := fs.Int("count", 0, "exit 0 after printing this many events (0: no limit)")
 	timeout := fs.Duration("timeout", 10*time.Second, "longest wait for a connection and for the answers to the subscriptions given here")
 	reconnect := fs.Bool("reconnect", false, "keep going across drops: reconnect with backoff and re-attach")
+	reply := fs.Bool("reply", false, "answer requests of POST /api/ask: attach request, print each request on stdout, and send each line of stdin as the reply to the oldest request not replied yet (a JSON array as it is, any other line as [\"line\"])")
 	args, err := parseInterleaved(fs, args, stdout)
 	if err != nil {
 		return err
@@ -56,6 +58,9 @@ func cmdListen(args []string, stdout, stderr io.Writer) error {
 		}
 		subs = append(subs, client.Sub{Type: typ, ID: id})
 	}
+	if *reply && !slices.Contains(subs, client.Sub{Type: "request"}) {
+		subs = append(subs, client.Sub{Type: "request"})
+	}
 	token, err := tokenSource(*tokenFile, "AIRLAY_TOKEN", "access token")
 	if err != nil {
 		var ue *usageError
@@ -69,12 +74,16 @@ func cmdListen(args []string, stdout, stderr io.Writer) error {
 	diag := &lines{w: stderr}
 	counted := make(chan struct{})
 	var printed int
+	asked := &pendingRequests{}
 	opts := client.Options{
 		URL:            *rawURL,
 		Token:          func(context.Context) (string, error) { return token() },
 		ConnectTimeout: *timeout,
 		NoReconnect:    !*reconnect,
 		OnEvent: func(e client.Event) {
+			if *reply && e.Type == "request" {
+				asked.push(e.ID)
+			}
 			if *count > 0 && printed >= *count {
 				return
 			}
@@ -154,7 +163,18 @@ func cmdListen(args []string, stdout, stderr io.Writer) error {
 			if len(line) == 0 {
 				continue
 			}
-			a, err := c.Request(ctx, bytes.Clone(line))
+			var a client.Answer
+			var err error
+			if *reply {
+				id, ok := asked.pop()
+				if !ok {
+					diag.json(stateLine{Event: "error", Error: "reply: no request to reply to"})
+					continue
+				}
+				a, err = c.Reply(ctx, id, replyData(line))
+			} else {
+				a, err = c.Request(ctx, bytes.Clone(line))
+			}
 			if err != nil {
 				if ctx.Err() != nil || errors.Is(err, client.ErrClosed) {
 					return
@@ -175,6 +195,44 @@ func cmdListen(args []string, stdout, stderr io.Writer) error {
 	}
 	c.Close()
 	return nil
+}
+
+// pendingRequests are the ids of requests not replied yet, oldest first;
+// at most 1000 (the oldest goes first: the server will have timed it out).
+type pendingRequests struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (p *pendingRequests) push(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ids) >= 1000 {
+		p.ids = p.ids[1:]
+	}
+	p.ids = append(p.ids, id)
+}
+
+func (p *pendingRequests) pop() (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ids) == 0 {
+		return "", false
+	}
+	id := p.ids[0]
+	p.ids = p.ids[1:]
+	return id, true
+}
+
+// replyData is the data of a reply typed as a line: a JSON array as it
+// is, anything else as an array of that one string.
+func replyData(line []byte) json.RawMessage {
+	var arr []json.RawMessage
+	if json.Unmarshal(line, &arr) == nil && line[0] == '[' {
+		return bytes.Clone(line)
+	}
+	b, _ := json.Marshal([]string{string(line)})
+	return b
 }
 
 // reloadLine says on stderr that a subscription may have missed events.

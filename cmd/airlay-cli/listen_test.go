@@ -535,3 +535,61 @@ func TestListenWaitsForServer(t *testing.T) {
 		t.Fatalf("exit %d, want 0", code)
 	}
 }
+
+// ask POSTs /api/ask in the background; the channel gets status and answer.
+func (p *serverProc) ask(t *testing.T, timeout, body string) <-chan map[string]any {
+	ch := make(chan map[string]any, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, p.base+"/api/ask?timeout="+timeout, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+publishToken)
+		resp, err := (&http.Client{Timeout: 70 * time.Second}).Do(req)
+		if err != nil {
+			t.Errorf("ask: %v", err)
+			ch <- nil
+			return
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		ch <- m
+	}()
+	return ch
+}
+
+// --reply: requests come on stdout, each stdin line is the reply to the
+// oldest one (a JSON array as is, other text as one string); its answer
+// comes on stdout.
+func TestListenReply(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte(mintToken(t, userID)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := startCLI(t, nil, "web_socket", "listen", "--url", srv.wsURL(), "--token-file", tokFile, "--reply", "issueUpdate:"+issueID)
+	l.waitLine(t, l.stderr, `"state":"open"`)
+	srv.waitSubscriptions(t, 2)
+	fmt.Fprintln(l.stdin, "nobody asked")
+	l.waitLine(t, l.stderr, `no request to reply to`)
+	for i, c := range []struct{ line, want string }{{"yes, still editing", `["yes, still editing"]`}, {`[1, {"a": 2}]`, `[1,{"a":2}]`}} {
+		ch := srv.ask(t, "10", `{"user":"`+userID+`","data":["q`+strconv.Itoa(i)+`"]}`)
+		l.waitLine(t, l.stdout, `"type":"request","id":"[0-9a-f]{32}","data":\["q`+strconv.Itoa(i)+`"\]`)
+		fmt.Fprintln(l.stdin, c.line)
+		var m map[string]any
+		select {
+		case m = <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer to the ask")
+		}
+		if got, _ := json.Marshal(m["reply"]); m["code"] != 0.0 || string(got) != c.want {
+			t.Errorf("ask %d answered %v, want reply %s", i, m, c.want)
+		}
+	}
+	l.waitLine(t, l.stdout, `(?s)(\{"status":200.*){2}`)
+	if err := l.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := l.wait(t, 5*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGINT, want 0", code)
+	}
+}

@@ -148,6 +148,25 @@ func (s *Server) Publish(body string) int {
 	return a.Delivered
 }
 
+// Ask POSTs {"user", "data"} to /api/ask?timeout=SECONDS with the
+// configured publish token and returns the HTTP status and the answer.
+func (s *Server) Ask(timeout, user, data string) (int, map[string]any) {
+	s.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.URL()+"/api/ask?timeout="+timeout, strings.NewReader(`{"user":"`+user+`","data":`+data+`}`))
+	req.Header.Set("Authorization", "Bearer "+s.Config.PublishToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Errorf("ask: %v", err)
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	var a map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+		s.t.Errorf("ask: the answer is not JSON: %v", err)
+	}
+	return resp.StatusCode, a
+}
+
 // Get fetches path with the given headers and returns the response and its
 // body.
 func (s *Server) Get(path string, header http.Header) (*http.Response, []byte) {

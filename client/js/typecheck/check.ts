@@ -35,6 +35,13 @@ async function use(): Promise<void> {
   await client.detach("issueUpdate", "610217e481f6fc54736209e0", onIssue);
   const subs: { type: string; id?: string }[] = client.subscriptions();
   console.log(subs, backoffDelay(1, 500, 30000), tokenExpiry("a.b.c"), client.state === "open");
+  // Asked by a backend: a value, or a Promise of one, is the reply.
+  const asked: Answer = await client.onRequest<string, { editing: boolean }>(async (data, req) => ({ editing: data[0] === req.id }));
+  console.log(asked.code);
+  await client.onRequest(() => ["plain"]);
+  client.on("reply", (r) => console.log(r.id, r.answer.code));
+  const taken: Answer = await client.reply("0123456789abcdef0123456789abcdef", [true]);
+  console.log(taken.code);
   client.close();
 }
 void use();
@@ -46,6 +53,8 @@ connect({ minBackoff: "500ms" });
 connect({ token: () => 42 });
 // @ts-expect-error: there is no "message" listener
 client.on("message", () => {});
+// @ts-expect-error: a reply's data is an array
+client.reply("0123", "yes");
 // @ts-expect-error: an answer's code is a number
 const bad: string = (await client.attach("notification")).code;
 void bad;
