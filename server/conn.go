@@ -91,6 +91,7 @@ func (c *conn) slowConsumer() {
 	if c.closing.Load() {
 		return
 	}
+	c.queue.seal() // no frame after the one refused: the client sees a close, not a gap
 	c.srv.metrics.slowConsumers.Inc()
 	c.srv.warn.Warn("slow consumer: send queue full, closing", "conn", c, "code", events.SlowConsumer.Code)
 	c.close(events.SlowConsumer)

@@ -359,7 +359,9 @@ func TestContinuityLongReplay(t *testing.T) {
 // in order.
 func TestContinuityResumeWhilePublishing(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	// max_replay high enough for whatever the publisher gets through before
+	// the attach on a fast machine (the point here is atomicity).
+	e := newEnv(t, func(c *Config) { c.MaxReplay = 1 << 20 })
 	tok := e.token(userA, time.Hour)
 	c := e.dial()
 	c.do(tok, "attach", "issueUpdate", issue1, 0)
@@ -389,21 +391,56 @@ func TestContinuityResumeWhilePublishing(t *testing.T) {
 	if !d.attachSince(tok, "issueUpdate", issue1, since.pos) {
 		t.Fatal("recovered false")
 	}
+	// A prompt reader: it reads while the publisher goes on (a client that
+	// stops reading while events flow is a slow consumer, replay or not).
+	var mu sync.Mutex
+	var frames [][]byte
+	readDone := make(chan error, 1)
+	go func() {
+		_ = d.ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for {
+			_, msg, err := d.ws.ReadMessage()
+			if err != nil {
+				readDone <- err
+				return
+			}
+			mu.Lock()
+			frames = append(frames, msg)
+			mu.Unlock()
+		}
+	}()
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	prev := since.pos
-	for i := 1; i <= published; i++ {
-		got := d.readEvent()
-		if got.data != fmt.Sprintf("[%d]", i) {
-			t.Fatalf("event %d of %d: got %v (lost or doubled between replay and live)", i, published, got)
+	waitFor(t, "every event", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case err := <-readDone:
+			t.Fatalf("after %d events: %v", len(frames), err)
+		default:
 		}
-		if !posLess(t, prev, got.pos) {
-			t.Fatalf("pos %q after %q", got.pos, prev)
-		}
-		prev = got.pos
+		return len(frames) >= published
+	})
+	time.Sleep(100 * time.Millisecond) // anything doubled would arrive now
+	mu.Lock()
+	got := frames
+	mu.Unlock()
+	if len(got) != published {
+		t.Fatalf("%d events for %d published (doubled)", len(got), published)
 	}
-	wsExpectQuiet(t, d)
+	prev := since.pos
+	for i, msg := range got {
+		rest, pos, ok := cutPos(msg)
+		if !ok || !strings.Contains(string(rest), fmt.Sprintf(`"data":[%d]`, i+1)) {
+			t.Fatalf("event %d of %d: got %s (lost or doubled between replay and live)", i+1, published, msg)
+		}
+		if !posLess(t, prev, pos) {
+			t.Fatalf("pos %q after %q", pos, prev)
+		}
+		prev = pos
+	}
+	_ = d.ws.Close()
 	if published < 10 {
 		t.Fatalf("only %d events published meanwhile: the test proved little", published)
 	}

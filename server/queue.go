@@ -22,11 +22,15 @@ const windowFrames = 16
 // connections, so the bytes bound what one connection can pin), and the
 // bounds judge what a connection has not written of earlier publishes: the
 // first frame of a publish is refused when the queue is at a bound, and the
-// rest of that publish then follows it. A publish hands all of its frames to
-// a connection at once, faster than any socket takes them, so counting them
-// against the bound would close prompt readers of a large publish; a slow
-// reader is caught by the next publish. The queue therefore holds at most
-// maxFrames-1 frames plus one publish (max_publish_events).
+// rest of that publish then follows it. A publish (or a replay) hands all of
+// its frames to a connection at once, faster than any socket takes them, so
+// counting them against the bound would close prompt readers of a large
+// publish. What such a batch put past the bound is an allowance (over,
+// overBytes) that the next publishes do not count either, and that shrinks
+// with every frame written: a reader that keeps up drains it while live
+// events come in, a slow one is caught once what it holds beyond the
+// allowance reaches the bound. The queue therefore holds at most
+// maxFrames-1 frames plus one batch (max_publish_events, max_replay).
 type sendQueue struct {
 	maxFrames, maxBytes, window int
 
@@ -35,6 +39,9 @@ type sendQueue struct {
 	backlog []*events.Delivery // waiting for room in inMel
 	bytes   int
 	batch   uint64 // Delivery.Batch of the latest event admitted
+	// over and overBytes: the allowance of the latest batch that went past
+	// the bounds, less what has been written since.
+	over, overBytes int
 	closed  bool   // nothing more is queued: closed, or a close frame is queued last
 	gone    bool   // the connection is gone: nothing more goes to melody
 
@@ -59,8 +66,9 @@ func (q *sendQueue) push(d *events.Delivery, write func(*events.Delivery)) pushR
 	if q.closed {
 		return pushClosed
 	}
+	n := len(q.inMel) + len(q.backlog)
 	if d.Batch == 0 || d.Batch != q.batch { // an answer, or the first frame of a publish
-		if len(q.inMel)+len(q.backlog) >= q.maxFrames || q.bytes >= q.maxBytes {
+		if n-q.over >= q.maxFrames || q.bytes-q.overBytes >= q.maxBytes {
 			return pushFull
 		}
 		if d.Batch != 0 {
@@ -68,7 +76,19 @@ func (q *sendQueue) push(d *events.Delivery, write func(*events.Delivery)) pushR
 		}
 	}
 	q.add(d, write)
+	if d.Batch != 0 { // the batch's frames past the bounds become allowance
+		q.over = max(q.over, n+1-(q.maxFrames-1))
+		q.overBytes = max(q.overBytes, q.bytes-(q.maxBytes-1))
+	}
 	return pushed
+}
+
+// seal queues nothing more: a slow consumer is being closed, and no frame
+// may follow the one it was refused.
+func (q *sendQueue) seal() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
 }
 
 // pushLast queues d after everything queued, whatever the bounds, and
@@ -107,6 +127,8 @@ func (q *sendQueue) sent(write func(*events.Delivery)) *events.Delivery {
 	q.inMel[0] = nil
 	q.inMel = q.inMel[1:]
 	q.bytes -= len(d.Frame)
+	q.over = max(0, q.over-1)
+	q.overBytes = max(0, q.overBytes-len(d.Frame))
 	if len(q.backlog) > 0 && !q.gone {
 		next := q.backlog[0]
 		q.backlog[0] = nil
