@@ -196,6 +196,10 @@ func (h *Hub) Unsubscribe(k Key, s Subscriber) bool {
 // Subscriptions returns the number of (key, subscriber) pairs held.
 func (h *Hub) Subscriptions() int64 { return h.count.Load() }
 
+// Subscribers returns the current subscribers of k; the slice must not be
+// modified.
+func (h *Hub) Subscribers(k Key) []Subscriber { return h.subscribers(k) }
+
 // subscribers returns the current subscribers of k; the slice must not be
 // modified.
 func (h *Hub) subscribers(k Key) []Subscriber {

@@ -145,6 +145,9 @@ func (c *conn) claim(cl auth.Claims) bool {
 		c.user, c.name = cl.UserID, cl.Name
 		user := cl.UserID // a copy: &cl.UserID would move cl to the heap on every call
 		c.logUser.Store(&user)
+		if !c.gone {
+			c.srv.users.add(user, c)
+		}
 	}
 	if cl.ExpiresAt.After(c.expires) {
 		c.expires = cl.ExpiresAt
@@ -170,6 +173,26 @@ func (c *conn) apply(key events.Key, action events.Action) {
 	default:
 		c.mu.Unlock()
 	}
+}
+
+// withdraw removes the subscription to k, when held, and queues frame
+// (the contract's detached message) in its place: access to it was
+// revoked. It reports whether the subscription was held.
+func (c *conn) withdraw(k events.Key, frame []byte) bool {
+	c.mu.Lock()
+	_, held := c.subs[k]
+	if held {
+		delete(c.subs, k)
+	}
+	c.mu.Unlock()
+	if !held {
+		return false
+	}
+	c.srv.hub.Unsubscribe(k, c)
+	if c.queue.push(&events.Delivery{Frame: frame}, c.write) == pushFull {
+		c.slowConsumer()
+	}
+	return true
 }
 
 // owner returns the connection's user, "" when unclaimed.
@@ -259,7 +282,11 @@ func (c *conn) disconnected() (subs int) {
 	}
 	keys := c.subs
 	c.subs = nil
+	user := c.user
 	c.mu.Unlock()
+	if user != "" {
+		c.srv.users.remove(user, c)
+	}
 	for k := range keys {
 		c.srv.hub.Unsubscribe(k, c)
 	}
