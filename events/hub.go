@@ -193,6 +193,20 @@ func (h *Hub) Unsubscribe(k Key, s Subscriber) bool {
 	return held
 }
 
+// Withdraw removes s from k and, when s held it, calls then (which queues
+// the subscriber's last frame of k) in the same step of the hub's order:
+// every event of k accepted before reaches s before that frame, none
+// accepted after reaches it. It reports whether s held k.
+func (h *Hub) Withdraw(k Key, s Subscriber, then func()) bool {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	held := h.Unsubscribe(k, s)
+	if held && then != nil {
+		then()
+	}
+	return held
+}
+
 // Subscriptions returns the number of (key, subscriber) pairs held.
 func (h *Hub) Subscriptions() int64 { return h.count.Load() }
 

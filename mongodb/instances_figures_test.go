@@ -64,11 +64,16 @@ func TestInstanceFigures(t *testing.T) {
 	// inside one interval (5 s) or they are subtracted by namespace.
 	measure := func(query string) {
 		before := p.stats()
+		var took []time.Duration
 		for range n {
-			if st, m := a.publish(query, body); st != 200 {
+			start := time.Now()
+			if st, m := a.publish(query, body); st != 200 || query != "" && m["delivered"] != 2.0 {
 				t.Fatalf("publish: %d %v", st, m)
 			}
+			took = append(took, time.Since(start))
 		}
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		t.Logf("FIGURE publish%s answered in: median %v, p90 %v, max %v", query, took[n/2].Round(10*time.Microsecond), took[n*9/10].Round(10*time.Microsecond), took[n-1].Round(10*time.Microsecond))
 		time.Sleep(300 * time.Millisecond) // the reports of the last one
 		after := p.stats()
 		hb := after.writes("airlay.airlay_instances", "u") - before.writes("airlay.airlay_instances", "u")

@@ -166,12 +166,28 @@ func (s *Source) revoke(ctx context.Context, r revocation) {
 			continue
 		}
 		for _, k := range ks {
-			frame := detachedFrame(k, events.FormatPos(s.broker.epoch, true, r.st.Pos(0)))
-			if n := local.Detach(k, u, frame); n > 0 {
-				s.m.revoked.WithLabelValues("subscription").Add(float64(n))
-				s.log.Info("access revoked: subscription detached", "type", k.Type.String(), "dataset", r.dataset, "user", u, "connections", n)
+			s.detach(local, r, k, u)
+		}
+	}
+	// A holder that attached while the dataset was read (its check may
+	// have used an answer from before the change) is decided by the same
+	// read.
+	// (Detach of a subscription no longer held does nothing.)
+	for _, k := range keys {
+		for _, u := range local.SubscribedUsers(k) {
+			if !allowed(u) {
+				s.detach(local, r, k, u)
 			}
 		}
+	}
+}
+
+// detach withdraws k from every connection of user u on this instance.
+func (s *Source) detach(local events.Local, r revocation, k events.Key, u string) {
+	frame := detachedFrame(k, events.FormatPos(s.broker.epoch, true, r.st.Pos(0)))
+	if n := local.Detach(k, u, frame); n > 0 {
+		s.m.revoked.WithLabelValues("subscription").Add(float64(n))
+		s.log.Info("access revoked: subscription detached", "type", k.Type.String(), "dataset", r.dataset, "user", u, "connections", n)
 	}
 }
 

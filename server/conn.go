@@ -188,8 +188,11 @@ func (c *conn) withdraw(k events.Key, frame []byte) bool {
 	if !held {
 		return false
 	}
-	c.srv.hub.Unsubscribe(k, c)
-	if c.queue.push(&events.Delivery{Frame: frame}, c.write) == pushFull {
+	full := false
+	c.srv.hub.Withdraw(k, c, func() {
+		full = c.queue.push(&events.Delivery{Frame: frame}, c.write) == pushFull
+	})
+	if full {
 		c.slowConsumer()
 	}
 	return true
