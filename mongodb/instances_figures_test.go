@@ -87,6 +87,27 @@ func TestInstanceFigures(t *testing.T) {
 	measure("")
 	measure("?wait=5")
 
+	// Presence: one ask, one reply per other live instance.
+	{
+		before := p.stats()
+		var took []time.Duration
+		const q = 20
+		for range q {
+			start := time.Now()
+			if st, m := a.presence(userA.Hex(), true); st != 200 || len(m["connections"].([]any)) != 2 {
+				t.Fatalf("presence: %d %v", st, m)
+			}
+			took = append(took, time.Since(start))
+		}
+		time.Sleep(100 * time.Millisecond)
+		after := p.stats()
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		t.Logf("FIGURE presence x%d over 3 instances: message inserts %.2f/query, finds %.2f/query; answered in median %v, max %v", q,
+			float64(after.writes("airlay.airlay_messages", "i")-before.writes("airlay.airlay_messages", "i"))/q,
+			float64(sumFinds(after)-sumFinds(before)-(after.Finds["airlay.airlay_instances"]-before.Finds["airlay.airlay_instances"]))/q,
+			took[q/2].Round(10*time.Microsecond), took[q-1].Round(10*time.Microsecond))
+	}
+
 	// Heartbeats: 20 s with heartbeat_interval 5s, three instances.
 	before := p.stats()
 	time.Sleep(20 * time.Second)
