@@ -451,6 +451,13 @@ func (c *cluster) receive(doc bson.Raw, at time.Time) {
 			if json.Unmarshal([]byte(body), &r) == nil {
 				w.tr.Report(from, r.Delivered, r.Pending)
 			}
+			select {
+			case <-w.tr.Done(): // every report in: nothing more to route to it
+				c.mu.Lock()
+				delete(c.waits, ask)
+				c.mu.Unlock()
+			default:
+			}
 		case a != nil:
 			select {
 			case a.ch <- events.Reply{Instance: from, Body: []byte(body)}:
