@@ -39,9 +39,10 @@ type Local interface {
 	// this instance, each once.
 	SubscribedUsers(k Key) []string
 	// Detach removes the subscription to k from every connection of user
-	// and sends each such connection frame (the contract's "detached"
-	// message) in its place, after what it was sent before.
-	Detach(k Key, user string, frame []byte) int
+	// and sends each such connection frame(pos) (the contract's "detached"
+	// message) in its place, after what it was sent before; pos is the
+	// hub's latest position, at least floor (Hub.Withdraw).
+	Detach(k Key, user string, floor Pos, frame func(pos string) []byte) int
 	// UserGone closes every connection of user with 4004.
 	UserGone(user string) int
 }

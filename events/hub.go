@@ -196,13 +196,19 @@ func (h *Hub) Unsubscribe(k Key, s Subscriber) bool {
 // Withdraw removes s from k and, when s held it, calls then (which queues
 // the subscriber's last frame of k) in the same step of the hub's order:
 // every event of k accepted before reaches s before that frame, none
-// accepted after reaches it. It reports whether s held k.
-func (h *Hub) Withdraw(k Key, s Subscriber, then func()) bool {
+// accepted after reaches it. then gets a position for that frame: the
+// latest the hub has given, or floor when that is later, so that the
+// positions s sees for k only grow. It reports whether s held k.
+func (h *Hub) Withdraw(k Key, s Subscriber, floor Pos, then func(pos string)) bool {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
 	held := h.Unsubscribe(k, s)
 	if held && then != nil {
-		then()
+		p := h.last
+		if p.Less(floor) {
+			p = floor
+		}
+		then(FormatPos(h.epoch, h.stamped, p))
 	}
 	return held
 }

@@ -88,12 +88,18 @@ func TestHubWithdraw(t *testing.T) {
 	s := &countSub{}
 	h.Subscribe(k, s)
 	called := 0
-	if !h.Withdraw(k, s, func() { called++ }) || called != 1 {
+	h.Publish([]Event{{Type: DatasetUpdate, ID: k.ID}}, nil) // pos 1
+	var got string
+	if !h.Withdraw(k, s, Pos{}, func(pos string) { called++; got = pos }) || called != 1 {
 		t.Fatalf("withdraw of a held key: called %d", called)
 	}
-	if h.Withdraw(k, s, func() { called++ }) || called != 1 {
+	if want := FormatPos(h.Epoch(), false, Pos{Hi: 1}); got != want {
+		t.Fatalf("pos %q, want the latest given %q", got, want)
+	}
+	if h.Withdraw(k, s, Pos{}, func(string) { called++ }) || called != 1 {
 		t.Fatal("withdraw of a key not held called then")
 	}
+	s.n = 0
 	h.Publish([]Event{{Type: DatasetUpdate, ID: k.ID}}, nil)
 	if s.n != 0 {
 		t.Fatalf("an event after the withdrawal reached the subscriber")

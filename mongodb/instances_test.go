@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlay/airlay/events"
 	"github.com/airlay/airlay/internal/testkit"
 	"github.com/gorilla/websocket"
 	"go.mongodb.org/mongo-driver/bson"
@@ -216,13 +217,22 @@ func clusterScenario(t *testing.T, client *mongo.Client, uri, db string) {
 	}
 	detached := func(ws *websocket.Conn, want map[string]bool) {
 		t.Helper()
+		var last events.Pos // of the dataset's change event
 		for len(want) > 0 {
 			f := readFrame(t, ws)
+			_, _, p, ok := events.ParsePos(fmt.Sprint(f["pos"]))
+			if !ok {
+				t.Fatalf("frame %v: no position", f)
+			}
 			if f["detached"] == nil {
 				if f["type"] != "datasetUpdate" {
 					t.Fatalf("got %v, want the dataset's change or a detached message", f)
 				}
+				last = p
 				continue
+			}
+			if f["type"] == "datasetUpdate" && p.Less(last) {
+				t.Fatalf("detached at %v, before the change event at %v: positions of a key only grow", f["pos"], last)
 			}
 			d := f["detached"].(map[string]any)
 			if d["code"] != 4.0 || d["message"] != "Not access for dataset" || f["id"] != dataset1.Hex() || fmt.Sprint(f["data"]) != "[]" || f["pos"] == "" {

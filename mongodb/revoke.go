@@ -184,8 +184,8 @@ func (s *Source) revoke(ctx context.Context, r revocation) {
 
 // detach withdraws k from every connection of user u on this instance.
 func (s *Source) detach(local events.Local, r revocation, k events.Key, u string) {
-	frame := detachedFrame(k, events.FormatPos(s.broker.epoch, true, r.st.Pos(0)))
-	if n := local.Detach(k, u, frame); n > 0 {
+	frame := func(pos string) []byte { return detachedFrame(k, pos) }
+	if n := local.Detach(k, u, r.st.Pos(0), frame); n > 0 {
 		s.m.revoked.WithLabelValues("subscription").Add(float64(n))
 		s.log.Info("access revoked: subscription detached", "type", k.Type.String(), "dataset", r.dataset, "user", u, "connections", n)
 	}

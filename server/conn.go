@@ -175,10 +175,10 @@ func (c *conn) apply(key events.Key, action events.Action) {
 	}
 }
 
-// withdraw removes the subscription to k, when held, and queues frame
+// withdraw removes the subscription to k, when held, and queues frame(pos)
 // (the contract's detached message) in its place: access to it was
 // revoked. It reports whether the subscription was held.
-func (c *conn) withdraw(k events.Key, frame []byte) bool {
+func (c *conn) withdraw(k events.Key, floor events.Pos, frame func(pos string) []byte) bool {
 	c.mu.Lock()
 	_, held := c.subs[k]
 	if held {
@@ -189,8 +189,8 @@ func (c *conn) withdraw(k events.Key, frame []byte) bool {
 		return false
 	}
 	full := false
-	c.srv.hub.Withdraw(k, c, func() {
-		full = c.queue.push(&events.Delivery{Frame: frame}, c.write) == pushFull
+	c.srv.hub.Withdraw(k, c, floor, func(pos string) {
+		full = c.queue.push(&events.Delivery{Frame: frame(pos)}, c.write) == pushFull
 	})
 	if full {
 		c.slowConsumer()

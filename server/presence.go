@@ -195,10 +195,10 @@ func (l local) SubscribedUsers(k events.Key) []string {
 	return out
 }
 
-func (l local) Detach(k events.Key, user string, frame []byte) int {
+func (l local) Detach(k events.Key, user string, floor events.Pos, frame func(pos string) []byte) int {
 	n := 0
 	for _, c := range l.s.users.of(user) {
-		if c.withdraw(k, frame) {
+		if c.withdraw(k, floor, frame) {
 			n++
 		}
 	}
