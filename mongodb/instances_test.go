@@ -387,6 +387,19 @@ func TestInstanceKilledMidWait(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// kill(2) returns before every thread has stopped: wait for the
+	// process's state to say so (T, stopped), so that it cannot read the
+	// publish below.
+	waitFor(t, "the doomed instance stopped", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		if err != nil {
+			return true // no /proc: the signal has to do
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		return len(f) > 0 && f[0] == "T"
+	})
+	// And its reports under way, if any, are in.
+	time.Sleep(100 * time.Millisecond)
 	type result struct {
 		st int
 		m  map[string]any
