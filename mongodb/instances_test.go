@@ -292,6 +292,12 @@ func clusterScenario(t *testing.T, client *mongo.Client, uri, db string) {
 		t.Fatalf("after B's deletion: %d %v, want A's two connections", st, m)
 	}
 
+	// A deleted dataset: its holders lose it, without a query.
+	if _, err := ds.DeleteOne(ctx, bson.D{{Key: "_id", Value: dataset1}}); err != nil {
+		t.Fatal(err)
+	}
+	detached(ra, map[string]bool{"datasetUpdate": true})
+
 	// A stopping instance drops out at once (it removes its heartbeat).
 	c.srv.Shutdown(context.Background()) //nolint:errcheck
 	waitLive(t, "a,b", a, b)
