@@ -199,8 +199,32 @@ func (h *Hub) Unsubscribe(k Key, s Subscriber) bool {
 	return held
 }
 
+// Withdraw removes s from k and, when s held it, calls then (which queues
+// the subscriber's last frame of k) in the same step of the hub's order:
+// every event of k accepted before reaches s before that frame, none
+// accepted after reaches it. then gets a position for that frame: the
+// latest the hub has given, or floor when that is later, so that the
+// positions s sees for k only grow. It reports whether s held k.
+func (h *Hub) Withdraw(k Key, s Subscriber, floor Pos, then func(pos string)) bool {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	held := h.Unsubscribe(k, s)
+	if held && then != nil {
+		p := h.last
+		if p.Less(floor) {
+			p = floor
+		}
+		then(FormatPos(h.epoch, h.stamped, p))
+	}
+	return held
+}
+
 // Subscriptions returns the number of (key, subscriber) pairs held.
 func (h *Hub) Subscriptions() int64 { return h.count.Load() }
+
+// Subscribers returns the current subscribers of k; the slice must not be
+// modified.
+func (h *Hub) Subscribers(k Key) []Subscriber { return h.subscribers(k) }
 
 // subscribers returns the current subscribers of k; the slice must not be
 // modified.

@@ -55,6 +55,7 @@ import (
 // readiness is the stream's, its metrics the package's.
 type Broker struct {
 	src      *Source
+	cl       *cluster
 	epoch    string
 	metrics  *metrics
 	coll     *mongo.Collection
@@ -84,11 +85,42 @@ var (
 	_ events.ReadyBroker   = (*Broker)(nil)
 	_ events.MetricsBroker = (*Broker)(nil)
 	_ events.OrderedBroker = (*Broker)(nil)
+	_ events.ClusterBroker = (*Broker)(nil)
 )
 
-// Run runs the change stream, delivering to hub until ctx ends; then it
-// saves the resume token and returns ctx's error.
-func (b *Broker) Run(ctx context.Context, hub *events.Hub) error { return b.src.Run(ctx, hub) }
+// Run runs the change stream, delivering to hub until ctx ends, and the
+// heartbeat; then it saves the resume token, removes the heartbeat and
+// returns ctx's error.
+func (b *Broker) Run(ctx context.Context, hub *events.Hub) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.cl.run(ctx)
+	}()
+	err := b.src.Run(ctx, hub)
+	<-done
+	return err
+}
+
+// Instance is this instance's name ([mongodb] instance).
+func (b *Broker) Instance() string { return b.instance }
+
+// Instances returns the live instances sharing the database, this one
+// first, as of the latest heartbeat read.
+func (b *Broker) Instances() []events.Instance { return b.cl.instances() }
+
+// SetLocal gives the broker the server's connections (heartbeat counts,
+// revocation); the server calls it before Run.
+func (b *Broker) SetLocal(l events.Local) { b.cl.local = l }
+
+// Handle registers the answer of this instance to asks on topic.
+func (b *Broker) Handle(topic string, h events.AskHandler) { b.cl.handlers[topic] = h }
+
+// AskInstances sends body on topic to every other live instance through
+// messages_collection and gathers their replies (see events.ClusterBroker).
+func (b *Broker) AskInstances(ctx context.Context, topic string, body []byte, each func(events.InstanceReply) bool) (int, error) {
+	return b.cl.ask(ctx, topic, body, each)
+}
 
 // Ready returns nil while the change stream is open and answering, and
 // why not otherwise.
@@ -127,7 +159,7 @@ func newBroker(db *mongo.Database, cfg *Config, m *metrics, log *slog.Logger) *B
 }
 
 // document builds the document of a publish.
-func (b *Broker) document(id any, attempt primitive.ObjectID, evs []events.Event) bson.D {
+func (b *Broker) document(id any, attempt primitive.ObjectID, evs []events.Event, wait time.Duration) bson.D {
 	list := make(bson.A, len(evs))
 	for i := range evs {
 		e := &evs[i]
@@ -146,16 +178,23 @@ func (b *Broker) document(id any, attempt primitive.ObjectID, evs []events.Event
 	if id != attempt {
 		doc = append(doc, bson.E{Key: "attempt", Value: attempt})
 	}
-	return append(doc, bson.E{Key: "events", Value: list}, bson.E{Key: "createdAt", Value: primitive.NewDateTimeFromTime(b.now())}, bson.E{Key: "instance", Value: b.instance})
+	doc = append(doc, bson.E{Key: "events", Value: list}, bson.E{Key: "createdAt", Value: primitive.NewDateTimeFromTime(b.now())}, bson.E{Key: "instance", Value: b.instance})
+	if wait > 0 {
+		// The other live instances report their writes back (cluster.go).
+		doc = append(doc, bson.E{Key: "wait", Value: wait.Milliseconds()})
+	}
+	return doc
 }
 
 // Publish writes evs as one document.
 func (b *Broker) Publish(ctx context.Context, evs []events.Event, tr *events.Tracker) error {
 	id := primitive.NewObjectID()
-	doc := b.document(id, id, evs)
+	var wait time.Duration
 	if tr != nil {
 		b.hold(id, tr)
+		wait = b.cl.expectWait(id, tr)
 	}
+	doc := b.document(id, id, evs, wait)
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	_, err := b.coll.InsertOne(ctx, doc)
@@ -167,6 +206,7 @@ func (b *Broker) Publish(ctx context.Context, evs []events.Event, tr *events.Tra
 	if err != nil {
 		if tr != nil {
 			b.take(id)
+			b.cl.dropWait(id)
 		}
 		b.m.errors.WithLabelValues("insert_event").Inc()
 		return fmt.Errorf("insert into %s: %w", b.coll.Name(), err)
@@ -180,16 +220,19 @@ func (b *Broker) Publish(ctx context.Context, evs []events.Event, tr *events.Tra
 // writes it at most once.
 func (b *Broker) PublishKeyed(ctx context.Context, key string, evs []events.Event, tr *events.Tracker) (dup bool, err error) {
 	attempt := primitive.NewObjectID()
-	doc := b.document(key, attempt, evs)
+	var wait time.Duration
 	if tr != nil {
 		b.hold(attempt, tr)
+		wait = b.cl.expectWait(attempt, tr)
 	}
+	doc := b.document(key, attempt, evs, wait)
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	dup, err = b.insertKeyed(ctx, key, attempt, doc)
 	if err != nil || dup {
 		if tr != nil {
 			b.take(attempt)
+			b.cl.dropWait(attempt)
 		}
 	}
 	if err != nil {
@@ -244,6 +287,29 @@ func (b *Broker) trackerOf(id bson.RawValue, doc bson.Raw) *events.Tracker {
 		return b.take(oid)
 	}
 	return nil
+}
+
+// remoteWait returns, for a document another instance published with
+// ?wait, a Tracker that counts this instance's writes of it and the
+// function that reports them back once the hub has them (nil, nil for a
+// document without wait, or this instance's own).
+func (b *Broker) remoteWait(ctx context.Context, id bson.RawValue, doc bson.Raw) (func(), *events.Tracker) {
+	if b.cl == nil {
+		return nil, nil
+	}
+	ms, ok := doc.Lookup("wait").AsInt64OK()
+	from, _ := doc.Lookup("instance").StringValueOK()
+	if !ok || ms <= 0 || from == "" || from == b.instance {
+		return nil, nil
+	}
+	oid, ok := doc.Lookup("attempt").ObjectIDOK()
+	if !ok {
+		if oid, ok = id.ObjectIDOK(); !ok {
+			return nil, nil
+		}
+	}
+	tr := events.NewTracker()
+	return func() { b.cl.reportWait(ctx, oid, from, tr, time.Duration(ms)*time.Millisecond) }, tr
 }
 
 // hold keeps tr until the change stream brings document id.

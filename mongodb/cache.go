@@ -2,6 +2,7 @@ package mongodb
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,11 +23,16 @@ type cache struct {
 	mu sync.Mutex
 	m  map[string]cacheEntry
 	sf singleflight.Group
+	// dropped: when a key ("k:" key) or a group ("g:" the part of keys
+	// after their last "/", a dataset) was invalidated; an answer whose
+	// query started before is not used or kept.
+	dropped map[string]time.Time
 }
 
 type cacheEntry struct {
 	val bool
 	exp time.Time
+	at  time.Time // when its query started
 }
 
 func newCache(ttl time.Duration, max int, timeout time.Duration, hits, misses prometheus.Counter) *cache {
@@ -40,6 +46,7 @@ func (c *cache) get(ctx context.Context, key string, load func(context.Context) 
 	if c.ttl > 0 {
 		c.mu.Lock()
 		e, ok := c.m[key]
+		ok = ok && !c.staleLocked(key, e.at)
 		c.mu.Unlock()
 		if ok && c.now().Before(e.exp) {
 			c.hits.Inc()
@@ -50,9 +57,10 @@ func (c *cache) get(ctx context.Context, key string, load func(context.Context) 
 	ch := c.sf.DoChan(key, func() (any, error) {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
+		start := c.now()
 		v, err := load(lctx)
 		if err == nil && c.ttl > 0 {
-			c.put(key, v)
+			c.put(key, v, start)
 		}
 		return v, err
 	})
@@ -67,10 +75,59 @@ func (c *cache) get(ctx context.Context, key string, load func(context.Context) 
 	}
 }
 
-func (c *cache) put(key string, v bool) {
+// staleLocked reports whether an answer to key whose query started at at
+// was invalidated since.
+func (c *cache) staleLocked(key string, at time.Time) bool {
+	if len(c.dropped) == 0 {
+		return false
+	}
+	if t, ok := c.dropped["k:"+key]; ok && !at.After(t) {
+		return true
+	}
+	if i := strings.LastIndexByte(key, '/'); i >= 0 {
+		if t, ok := c.dropped["g:"+key[i+1:]]; ok && !at.After(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// drop invalidates the answer of key (a deleted user).
+func (c *cache) drop(key string) { c.invalidate("k:" + key) }
+
+// dropGroup invalidates every answer of keys ending in "/"+group (every
+// user's access to a dataset that changed).
+func (c *cache) dropGroup(group string) { c.invalidate("g:" + group) }
+
+func (c *cache) invalidate(name string) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.dropped == nil {
+		c.dropped = make(map[string]time.Time)
+	}
+	if len(c.dropped) >= 10000 {
+		// An invalidation matters only while an answer from before it
+		// can be kept: ttl, plus a query under way.
+		for k, t := range c.dropped {
+			if now.Sub(t) > c.ttl+c.timeout {
+				delete(c.dropped, k)
+			}
+		}
+	}
+	c.dropped[name] = now
+	if name[0] == 'k' {
+		delete(c.m, name[2:])
+	}
+}
+
+func (c *cache) put(key string, v bool, start time.Time) {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.staleLocked(key, start) {
+		return
+	}
 	if len(c.m) >= c.max {
 		for k, e := range c.m {
 			if !now.Before(e.exp) {
@@ -85,7 +142,7 @@ func (c *cache) put(key string, v bool) {
 			delete(c.m, k)
 		}
 	}
-	c.m[key] = cacheEntry{val: v, exp: now.Add(c.ttl)}
+	c.m[key] = cacheEntry{val: v, exp: now.Add(c.ttl), at: start}
 }
 
 // len returns the number of answers kept.

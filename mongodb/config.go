@@ -87,6 +87,11 @@ type Config struct {
 	// files (package files; cmd opens the store); zero: airlay_files.
 	FilesBucket string
 
+	Instances         string        // instances_collection: one heartbeat document per live instance; zero: airlay_instances
+	Messages          string        // messages_collection: asks and replies between instances (?wait counts, presence); zero: airlay_messages
+	InstanceTTL       time.Duration // instance_ttl: an instance without a heartbeat for this long has dropped out; zero: 30s
+	HeartbeatInterval time.Duration // heartbeat_interval: how often each instance writes its heartbeat; zero: 5s, and at most instance_ttl/2
+
 	// IdempotencyWindow: how long an Idempotency-Key of a publish is
 	// remembered ([webSocketEvents] idempotency_window, which cmd copies
 	// here); at most EventsTTL. Zero: 10m.
@@ -116,6 +121,10 @@ const (
 	DefaultResume            = "airlay_resume_tokens"
 	DefaultFilesBucket       = "airlay_files"
 	DefaultIdempotencyWindow = 10 * time.Minute
+	DefaultInstances         = "airlay_instances"
+	DefaultMessages          = "airlay_messages"
+	DefaultInstanceTTL       = 30 * time.Second
+	DefaultHeartbeatInterval = 5 * time.Second
 )
 
 // DefaultDatasetAccess is the default of dataset_access.
@@ -159,6 +168,12 @@ func (c *Config) setDefaults() {
 	str(&c.Resume, DefaultResume)
 	str(&c.FilesBucket, DefaultFilesBucket)
 	def(&c.IdempotencyWindow, DefaultIdempotencyWindow)
+	str(&c.Instances, DefaultInstances)
+	str(&c.Messages, DefaultMessages)
+	def(&c.InstanceTTL, DefaultInstanceTTL)
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = min(DefaultHeartbeatInterval, c.InstanceTTL/2)
+	}
 	def(&c.MaxAwait, time.Second)
 	def(&c.RetryMin, 100*time.Millisecond)
 	def(&c.RetryMax, 10*time.Second)
@@ -173,13 +188,16 @@ func (c *Config) validate() error {
 	if c.Database == "" {
 		return errors.New("database not set")
 	}
-	for name, v := range map[string]string{"users": c.Users, "datasets": c.Datasets, "events": c.Events, "resume": c.Resume, "instance": c.Instance} {
+	for name, v := range map[string]string{"users": c.Users, "datasets": c.Datasets, "events": c.Events, "resume": c.Resume, "instance": c.Instance, "instances": c.Instances, "messages": c.Messages} {
 		if v == "" {
 			return fmt.Errorf("%s not set", name)
 		}
 	}
 	if len(c.DatasetAccess) == 0 {
 		return errors.New("dataset access fields not set")
+	}
+	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval > c.InstanceTTL/2 {
+		return fmt.Errorf("heartbeat_interval %v must be at most half of instance_ttl %v", c.HeartbeatInterval, c.InstanceTTL)
 	}
 	if c.IdempotencyWindow > c.EventsTTL {
 		return fmt.Errorf("events_ttl %v is shorter than idempotency_window %v: a published event must stay as long as its key is remembered", c.EventsTTL, c.IdempotencyWindow)

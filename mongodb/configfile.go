@@ -49,6 +49,9 @@ func ReadConfig(sec *iniconf.Section, defaultInstance string) (Config, error) {
 	if c.URI != "" && c.Database == "" {
 		return Config{}, sec.Errorf("database", "required when uri is set")
 	}
+	if c.HeartbeatInterval > c.InstanceTTL/2 {
+		return Config{}, sec.Errorf("heartbeat_interval", "%s is more than half of instance_ttl (%s): a live instance could drop out between two heartbeats", iniconf.FormatDuration(c.HeartbeatInterval), iniconf.FormatDuration(c.InstanceTTL))
+	}
 	for _, m := range c.Sources {
 		if m.Collection == c.Events {
 			return Config{}, sec.Errorf("events_collection", "%q is also the collection of %s", c.Events, m.Type)
@@ -90,6 +93,10 @@ func (c *Config) keys() []iniconf.Key {
 		{Name: "events_ttl", Value: iniconf.Duration(&c.EventsTTL, time.Second)},
 		{Name: "resume_collection", Value: collection(&c.Resume)},
 		{Name: "files_bucket", Value: collection(&c.FilesBucket)},
+		{Name: "instances_collection", Value: collection(&c.Instances)},
+		{Name: "messages_collection", Value: collection(&c.Messages)},
+		{Name: "instance_ttl", Value: iniconf.Duration(&c.InstanceTTL, time.Second)},
+		{Name: "heartbeat_interval", Value: iniconf.Duration(&c.HeartbeatInterval, 100*time.Millisecond)},
 	}
 	for _, t := range events.Types {
 		keys = append(keys, iniconf.Key{Name: t.String(), Value: sourceValue(c, t)})

@@ -12,4 +12,12 @@
 // event over 16 MB is split by the server and reassembled, or skipped and
 // counted where the server cannot split it. Documents of updates are looked
 // up by the source, only where a mapping reads them.
+//
+// Instances sharing the database know each other (cluster.go): each keeps
+// a heartbeat in instances_collection, and they talk through
+// messages_collection, which every instance's stream reads (asks to all,
+// replies to itself): the Broker is an events.ClusterBroker, whose Ask
+// gathers the replies of every live instance (presence), and whose
+// ?wait counts come back the same way. Access revoked in the database is
+// taken from open connections (revoke.go).
 package mongodb

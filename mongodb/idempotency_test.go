@@ -79,7 +79,10 @@ func TestEndToEndIdempotencyKey(t *testing.T) {
 			t.Errorf("%s: got %s, want the marker %s (the event came twice?)", name, got, want)
 		}
 	}
-	// A new key with ?wait counts the writes of the instance that answered.
+	// A new key with ?wait: the stand-in answers the heartbeat's $gt
+	// filter with nothing, so each instance here sees no other live one and
+	// counts its own writes (instances_test.go counts across instances
+	// over mongosim).
 	status, m = a.publishKeyed("?wait=5", body, "job-43")
 	if status != 200 || m["delivered"] != 1.0 || m["pending"] != 0.0 || m["duplicate"] != nil {
 		t.Errorf("new key with ?wait: %d %v, want delivered 1", status, m)

@@ -354,6 +354,11 @@ func match(cfg *Config) bson.D {
 	}
 	or = append(or,
 		bson.D{{Key: "ns.coll", Value: cfg.Events}, {Key: "operationType", Value: "insert"}},
+		// Instances' messages: asks to all, and replies to this one only.
+		bson.D{{Key: "ns.coll", Value: cfg.Messages}, {Key: "operationType", Value: "insert"}, {Key: "fullDocument.to", Value: bson.D{{Key: "$in", Value: bson.A{toAll, cfg.Instance}}}}},
+		// Revocation: a deleted user, a changed or deleted dataset.
+		bson.D{{Key: "ns.coll", Value: cfg.Users}, {Key: "operationType", Value: "delete"}},
+		bson.D{{Key: "ns.coll", Value: cfg.Datasets}, {Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{"update", "replace", "delete"}}}}},
 		bson.D{{Key: "operationType", Value: "invalidate"}},
 	)
 	return bson.D{{Key: "$match", Value: bson.D{{Key: "$or", Value: or}}}}
@@ -377,7 +382,7 @@ func dottedKeyIs(field string, val any) bson.D {
 // document makes the Source look it up itself, once the update is known to
 // make an event (Source.lookup).
 func pipeline(cfg *Config, split bool) bson.A {
-	keep := []string{cfg.Events}
+	keep := []string{cfg.Events, cfg.Messages}
 	for i := range cfg.Sources {
 		m := &cfg.Sources[i]
 		if m.needsDocument() && !slices.Contains(keep, m.Collection) {

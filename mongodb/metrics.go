@@ -27,7 +27,12 @@ type metrics struct {
 	lookups    *prometheus.CounterVec // by collection
 	tokenSaves prometheus.Counter
 	streamLag  prometheus.GaugeFunc
-	seenAt     atomic.Int64 // unix nanoseconds: cluster time of the latest change read, or when the stream was last caught up
+
+	heartbeats prometheus.Counter
+	instances  prometheus.Gauge
+	messages   *prometheus.CounterVec // by kind (ask, reply)
+	revoked    *prometheus.CounterVec // by what (subscription, connection)
+	seenAt     atomic.Int64           // unix nanoseconds: cluster time of the latest change read, or when the stream was last caught up
 	now        func() time.Time
 }
 
@@ -58,7 +63,7 @@ func newMetrics(cfg *Config) *metrics {
 		}
 	}
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_mongodb_errors_total", Help: "MongoDB operations that failed, by operation."}, []string{"op"})
-	for _, op := range []string{"watch", "find_user", "find_dataset", "insert_event", "save_token", "load_token", "create_index", "decode", "lookup"} {
+	for _, op := range []string{"watch", "find_user", "find_dataset", "insert_event", "save_token", "load_token", "create_index", "decode", "lookup", "heartbeat", "read_instances", "insert_message", "revoke"} {
 		m.errors.WithLabelValues(op)
 	}
 	m.reopens = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_mongodb_stream_reopens_total", Help: "Times the source opened its change stream again (after an error, an invalidate, a history loss or a skipped event)."})
@@ -68,6 +73,16 @@ func newMetrics(cfg *Config) *metrics {
 		if s.needsLookup() {
 			m.lookups.WithLabelValues(s.Collection)
 		}
+	}
+	m.heartbeats = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_mongodb_heartbeats_total", Help: "Heartbeats this instance wrote into instances_collection."})
+	m.instances = prometheus.NewGauge(prometheus.GaugeOpts{Name: "airlay_instances_live", Help: "Live instances sharing the database (this one included), as of the latest heartbeat read."})
+	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_mongodb_messages_total", Help: "Messages this instance wrote into messages_collection, by kind (ask, reply)."}, []string{"kind"})
+	m.revoked = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "airlay_revoked_total", Help: "Access withdrawn from open connections after a change in MongoDB: subscriptions detached (a dataset stopped naming the user), connections closed (the user was deleted)."}, []string{"what"})
+	for _, k := range []string{kindAsk, kindReply} {
+		m.messages.WithLabelValues(k)
+	}
+	for _, w := range []string{"subscription", "connection"} {
+		m.revoked.WithLabelValues(w)
 	}
 	m.tokenSaves = prometheus.NewCounter(prometheus.CounterOpts{Name: "airlay_mongodb_token_saves_total", Help: "Writes of this instance's resume token."})
 	m.now = time.Now
@@ -114,5 +129,5 @@ func (m *metrics) changeRead(coll string) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.changes, m.lag, m.resumes, m.historyLost, m.streamUp, m.cache, m.errors, m.reopens, m.noEvents, m.lookups, m.tokenSaves, m.streamLag}
+	return []prometheus.Collector{m.changes, m.lag, m.resumes, m.historyLost, m.streamUp, m.cache, m.errors, m.reopens, m.noEvents, m.lookups, m.tokenSaves, m.streamLag, m.heartbeats, m.instances, m.messages, m.revoked}
 }

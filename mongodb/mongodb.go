@@ -43,7 +43,9 @@ func Connect(cfg Config, log *slog.Logger, clientOpts *options.ClientOptions) (*
 	mg := &Mongo{client: client, metrics: m}
 	mg.Store = newStore(db, &cfg, m)
 	mg.Broker = newBroker(db, &cfg, m, log)
+	mg.Broker.cl = newCluster(db, &cfg, m, log)
 	mg.Broker.src = newSource(db, &cfg, m, mg.Broker, log)
+	mg.Broker.src.store = mg.Store
 	return mg, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,11 @@ type Source struct {
 	// into the history only (no connection of this process attached
 	// before them); later ones are delivered.
 	live events.Stamp
+
+	store      *Store // for revocation (the caches, the datasets collection); nil in some tests
+	runCtx     context.Context
+	revokeOnce sync.Once
+	revokes    chan revocation
 }
 
 // ErrRebuilding is the readiness of a starting instance that is still
@@ -77,7 +83,7 @@ type rule struct {
 }
 
 func newSource(db *mongo.Database, cfg *Config, m *metrics, b *Broker, log *slog.Logger) *Source {
-	s := &Source{db: db, cfg: cfg, log: log, m: m, broker: b, tokens: db.Collection(cfg.Resume), rules: make(map[string][]rule), now: time.Now}
+	s := &Source{db: db, cfg: cfg, log: log, m: m, broker: b, tokens: db.Collection(cfg.Resume), rules: make(map[string][]rule), now: time.Now, runCtx: context.Background()}
 	for i := range cfg.Sources {
 		mp := &cfg.Sources[i]
 		s.rules[mp.Collection] = append(s.rules[mp.Collection], rule{Mapping: mp, finished: mp.finishedValue()})
@@ -149,6 +155,7 @@ func (s *Source) Run(ctx context.Context, hub *events.Hub) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("mongodb: Source.Run called twice")
 	}
+	s.runCtx = ctx
 	var pos position
 	if ttl := hub.History().TTL(); ttl > 0 {
 		s.startRebuild(ctx, hub, &pos, ttl)
@@ -548,6 +555,16 @@ func (s *Source) deliver(ctx context.Context, hub *events.Hub, raw bson.Raw) (st
 	if !c.at.IsZero() {
 		s.m.lag.Observe(max(0, s.now().Sub(c.at).Seconds()))
 	}
+	old := s.rebuilding.Load() && !s.live.Less(c.st) // before this instance started
+	if c.coll == s.cfg.Messages && s.cfg.Messages != "" {
+		if c.op == OpInsert && !old && s.broker != nil && s.broker.cl != nil {
+			s.broker.cl.receive(c.doc, c.at)
+		}
+		return c.op, nil
+	}
+	if !old && (c.coll == s.cfg.Users || c.coll == s.cfg.Datasets) {
+		s.noteRevocation(c)
+	}
 	if c.coll == s.cfg.Events {
 		if c.op != OpInsert {
 			s.m.noEvent(c.coll, whyNotSelected)
@@ -555,8 +572,12 @@ func (s *Source) deliver(ctx context.Context, hub *events.Hub, raw bson.Raw) (st
 		}
 		evs, err := decodePublished(c.doc)
 		var tr *events.Tracker
+		var report func()
 		if s.broker != nil {
 			tr = s.broker.trackerOf(c.key, c.doc)
+			if tr == nil && !old && err == nil {
+				report, tr = s.broker.remoteWait(ctx, c.key, c.doc)
+			}
 		}
 		if err != nil {
 			s.m.errors.WithLabelValues("decode").Inc()
@@ -568,6 +589,9 @@ func (s *Source) deliver(ctx context.Context, hub *events.Hub, raw bson.Raw) (st
 			return c.op, nil
 		}
 		s.hand(hub, c, evs, tr)
+		if report != nil {
+			report()
+		}
 		return c.op, nil
 	}
 	var evs []events.Event

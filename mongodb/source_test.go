@@ -59,12 +59,17 @@ func TestPipelineAndOptions(t *testing.T) {
 		`{"ns.coll":"exports","operationType":{"$in":["insert","replace"]},"fullDocument.status":"finished"},` +
 		`{"ns.coll":"exports","operationType":"update","updateDescription.updatedFields.status":"finished"},` +
 		`{"ns.coll":"airlay_events","operationType":"insert"},` +
+		// instances' messages: asks to all, replies to this instance
+		`{"ns.coll":"airlay_messages","operationType":"insert","fullDocument.to":{"$in":["*","test-1"]}},` +
+		// revocation: deleted users, changed datasets
+		`{"ns.coll":"users","operationType":"delete"},` +
+		`{"ns.coll":"datasets","operationType":{"$in":["update","replace","delete"]}},` +
 		`{"operationType":"invalidate"}]}`
 	if got := extJSON(t, match.Document()); got != wantMatch {
 		t.Errorf("$match\n got %s\nwant %s", got, wantMatch)
 	}
 	keep := cmd.Lookup("pipeline", "2", "$addFields", "fullDocument", "$cond", "if", "$in", "1")
-	if got, want := extJSON(t, bson.D{{Key: "keep", Value: keep}}), `{"keep":["airlay_events","notifications","uploads","exports"]}`; got != want {
+	if got, want := extJSON(t, bson.D{{Key: "keep", Value: keep}}), `{"keep":["airlay_events","airlay_messages","notifications","uploads","exports"]}`; got != want {
 		t.Errorf("fullDocument kept for %s, want %s", got, want)
 	}
 	if n := len(cmd.Lookup("pipeline").Array()); n == 0 {
@@ -87,8 +92,8 @@ func TestPipelineAndOptions(t *testing.T) {
 		t.Errorf("issueUpdate only: $changeStream %s, want {}", got)
 	}
 	keep2 := f2.commands("aggregate")[0].Doc.Lookup("pipeline", "2", "$addFields", "fullDocument", "$cond", "if", "$in", "1")
-	if got := extJSON(t, bson.D{{Key: "keep", Value: keep2}}); got != `{"keep":["airlay_events"]}` {
-		t.Errorf("issueUpdate only: fullDocument kept for %s, want only the events collection", got)
+	if got := extJSON(t, bson.D{{Key: "keep", Value: keep2}}); got != `{"keep":["airlay_events","airlay_messages"]}` {
+		t.Errorf("issueUpdate only: fullDocument kept for %s, want only the events and messages collections", got)
 	}
 }
 

@@ -242,6 +242,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	var tr *events.Tracker
 	if waitSet {
 		tr = events.NewTracker()
+		tr.SetWait(wait) // a ClusterBroker's other instances report within it
 	}
 	dup, err := s.publish(r.Context(), key, evs, tr)
 	if err != nil {

@@ -150,6 +150,9 @@ func (c *conn) claim(cl auth.Claims) bool {
 		c.user, c.name = cl.UserID, cl.Name
 		user := cl.UserID // a copy: &cl.UserID would move cl to the heap on every call
 		c.logUser.Store(&user)
+		if !c.gone {
+			c.srv.users.add(user, c)
+		}
 	}
 	if cl.ExpiresAt.After(c.expires) {
 		c.expires = cl.ExpiresAt
@@ -175,6 +178,29 @@ func (c *conn) apply(key events.Key, action events.Action) {
 	default:
 		c.mu.Unlock()
 	}
+}
+
+// withdraw removes the subscription to k, when held, and queues frame(pos)
+// (the contract's detached message) in its place: access to it was
+// revoked. It reports whether the subscription was held.
+func (c *conn) withdraw(k events.Key, floor events.Pos, frame func(pos string) []byte) bool {
+	c.mu.Lock()
+	_, held := c.subs[k]
+	if held {
+		delete(c.subs, k)
+	}
+	c.mu.Unlock()
+	if !held {
+		return false
+	}
+	full := false
+	c.srv.hub.Withdraw(k, c, floor, func(pos string) {
+		full = c.queue.push(&events.Delivery{Frame: frame(pos)}, c.write) == pushFull
+	})
+	if full {
+		c.slowConsumer()
+	}
+	return true
 }
 
 // owner returns the connection's user, "" when unclaimed.
@@ -264,7 +290,11 @@ func (c *conn) disconnected() (subs int) {
 	}
 	keys := c.subs
 	c.subs = nil
+	user := c.user
 	c.mu.Unlock()
+	if user != "" {
+		c.srv.users.remove(user, c)
+	}
 	for k := range keys {
 		c.srv.hub.Unsubscribe(k, c)
 	}

@@ -55,6 +55,10 @@ type consoleAnswer struct {
 	SlowConsumerCloses float64          `json:"slow_consumer_closes_total"`
 	Latency            consoleHistogram `json:"delivery_latency_seconds"`
 	Mongo              *consoleMongo    `json:"mongodb"` // null without MongoDB
+	// Instances: the live instances sharing the database (this one
+	// first, "self": true), as of the latest heartbeat; null without
+	// MongoDB.
+	Instances []events.Instance `json:"instances"`
 }
 
 // handleConsole is GET /api/console: counters and gauges of this instance,
@@ -93,6 +97,9 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) {
 			HistoryLost:  famSum(byName["airlay_mongodb_history_lost_total"]),
 			Lag:          famHistogram(byName["airlay_mongodb_change_lag_seconds"]),
 		}
+	}
+	if cb, ok := s.broker.(events.ClusterBroker); ok {
+		a.Instances = cb.Instances()
 	}
 	writeJSON(w, a)
 }

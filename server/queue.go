@@ -42,8 +42,8 @@ type sendQueue struct {
 	// over and overBytes: the allowance of the latest batch that went past
 	// the bounds, less what has been written since.
 	over, overBytes int
-	closed  bool   // nothing more is queued: closed, or a close frame is queued last
-	gone    bool   // the connection is gone: nothing more goes to melody
+	closed          bool // nothing more is queued: closed, or a close frame is queued last
+	gone            bool // the connection is gone: nothing more goes to melody
 
 	// length is len(inMel)+len(backlog), readable without the lock (the
 	// batchConn and answers waiting for room read it).

@@ -86,6 +86,8 @@ type Server struct {
 	connSeq   atomic.Uint64
 	connCount atomic.Int64 // accepted /ws requests, for max_connections
 
+	users userIndex // open connections by user (presence, revocation)
+
 	connsMu      sync.Mutex
 	conns        map[*conn]struct{}
 	connsDrained *sync.Cond
@@ -136,6 +138,10 @@ func New(cfg *Config, opts Options) (*Server, error) {
 		ho.Requests = ac.Delivered
 	}
 	s.hub = events.NewHubWith(ho)
+	if cb, ok := s.broker.(events.ClusterBroker); ok {
+		cb.SetLocal(local{s})
+		cb.Handle(TopicPresence, s.answerPresence)
+	}
 	s.ready = readiness(s.broker, opts.Ready)
 	collectors := opts.Collectors
 	if mb, ok := s.broker.(events.MetricsBroker); ok {
@@ -215,6 +221,7 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("GET /api/config", s.handleConfig)
 	api.HandleFunc("/api/files", s.handleFileUpload)
 	api.HandleFunc("/api/ask", s.handleAsk)
+	api.HandleFunc("/api/presence", s.handlePresence)
 	api.HandleFunc("GET "+ConsolePath, s.handleConsole)          // the live page's operator console
 	api.HandleFunc("GET "+ConsoleAttachedPath, s.handleAttached) // who is attached to an object
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -209,6 +209,13 @@ export function startConsole(token, els, onStatus) {
       els.stream.textContent = s.mongodb.stream_up ? "up" : "DOWN";
       els.stream.className = "v " + (s.mongodb.stream_up ? "good" : "bad");
       els.lag.textContent = `lag p99 ${formatSeconds(lag)}, ${s.mongodb.stream_resumes_total} resumes, ${s.mongodb.history_lost_total} history lost`;
+      els.lag.title = "";
+      if (Array.isArray(s.instances)) {
+        // The live instances sharing the database, as of the latest heartbeat.
+        const list = s.instances.map((i) => `${i.name}${i.self ? " (this one)" : ""}: ${i.connections} connections, ${i.subscriptions} subscriptions`);
+        els.lag.textContent += `; ${s.instances.length} live instance${s.instances.length === 1 ? "" : "s"}`;
+        els.lag.title = list.join("\n");
+      }
     }
 
     push("conns", s.connections);

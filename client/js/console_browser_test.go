@@ -279,6 +279,20 @@ func TestBrowserConsole(t *testing.T) {
 	}
 	waitJS(t, ctx, "the stream up with its lag", `document.getElementById("stat-stream").textContent === "up" && document.getElementById("stat-lag").textContent === "lag p99 50 ms, 1 resumes, 0 history lost"`)
 	waitJS(t, ctx, "the stream down", `document.getElementById("stat-stream").textContent === "DOWN" && document.getElementById("stat-stream").className.includes("bad")`)
+	// The live instances (mongodb/instances_test.go checks that the server
+	// fills them): their number beside the lag, each in the tooltip.
+	eval[bool](t, ctx, `(() => {
+		const real = window.fetch;
+		window.fetch = async (url, init) => {
+			const r = await real(url, init);
+			if (!String(url).endsWith("/api/console")) return r;
+			const body = await r.json();
+			body.instances = [{ name: "a", self: true, connections: 3, subscriptions: 5 }, { name: "b", connections: 1, subscriptions: 2 }];
+			return new Response(JSON.stringify(body), { status: r.status, headers: r.headers });
+		};
+		return true;
+	})()`)
+	waitJS(t, ctx, "the live instances", `document.getElementById("stat-lag").textContent.endsWith("; 2 live instances") && document.getElementById("stat-lag").title === "a (this one): 3 connections, 5 subscriptions\nb: 1 connections, 2 subscriptions"`)
 
 	consoleShot(t, ctx, "console-mongodb.png")
 }
