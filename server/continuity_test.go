@@ -384,6 +384,10 @@ func TestContinuityResumeWhilePublishing(t *testing.T) {
 				return
 			}
 			published = i
+			// Paced (about 5,000/s at most): a reader that falls behind
+			// the live stream by send_queue frames is a slow consumer,
+			// replay or not; the point here is the seam between the two.
+			time.Sleep(200 * time.Microsecond)
 		}
 	}()
 	time.Sleep(50 * time.Millisecond)

@@ -42,6 +42,7 @@ type sendQueue struct {
 	// over and overBytes: the allowance of the latest batch that went past
 	// the bounds, less what has been written since.
 	over, overBytes int
+	grant           bool // the current batch may add to the allowance
 	closed          bool // nothing more is queued: closed, or a close frame is queued last
 	gone            bool // the connection is gone: nothing more goes to melody
 
@@ -67,16 +68,20 @@ func (q *sendQueue) push(d *events.Delivery, write func(*events.Delivery)) pushR
 		return pushClosed
 	}
 	n := len(q.inMel) + len(q.backlog)
-	if d.Batch == 0 || d.Batch != q.batch { // an answer, or the first frame of a publish
+	first := d.Batch == 0 || d.Batch != q.batch
+	if first { // an answer, or the first frame of a publish
 		if n-q.over >= q.maxFrames || q.bytes-q.overBytes >= q.maxBytes {
 			return pushFull
 		}
 		if d.Batch != 0 {
 			q.batch = d.Batch
+			// Only a batch that finds no allowance left gets one: one
+			// large batch at a time is forgiven, never a stream of them.
+			q.grant = q.over == 0 && q.overBytes == 0
 		}
 	}
 	q.add(d, write)
-	if d.Batch != 0 { // the batch's frames past the bounds become allowance
+	if !first && q.grant { // the batch's later frames past the bounds become allowance
 		q.over = max(q.over, n+1-(q.maxFrames-1))
 		q.overBytes = max(q.overBytes, q.bytes-(q.maxBytes-1))
 	}
