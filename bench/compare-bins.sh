@@ -39,9 +39,11 @@ cases=(
   "idle|-scenario idle -conns 10000"
   "rate20|-scenario broadcast -conns 2000 -rate 20"
 )
+# ONLY=perobject (a space-separated list) runs only those cases.
 for r in $(seq "$rounds"); do
   for c in "${cases[@]}"; do
     label=${c%%|*}; flags=${c#*|}
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $label "* ]]; then continue; fi
     if [ $((r % 2)) -eq 1 ]; then
       # shellcheck disable=SC2086
       run_one "$old" old "$label" $flags; run_one "$new" new "$label" $flags
