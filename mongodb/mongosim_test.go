@@ -17,153 +17,40 @@ package mongodb
 // directive that would break every build without that directory.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/airlay/airlay/internal/mongosim"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
-)
-
-var (
-	simOnce sync.Once
-	simBin  string
-	simErr  error
-	simTmp  string
 )
 
 // TestMain removes the simulator binary built for the run.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if simTmp != "" {
-		_ = os.RemoveAll(simTmp)
-	}
+	mongosim.Cleanup()
 	os.Exit(code)
 }
 
-// mongosimDir is where the simulator's sources are.
-func mongosimDir() (string, error) {
-	if d := os.Getenv("MONGOSIM_DIR"); d != "" {
-		return d, nil
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/airlay/airlay\n") {
-			return filepath.Join(filepath.Dir(d), "shared", "tools", "mongosim"), nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("the repository's root (go.mod) not found above %s", wd)
-		}
-	}
-}
-
-func buildMongosim() (string, error) {
-	if b := os.Getenv("MONGOSIM_BIN"); b != "" {
-		if _, err := os.Stat(b); err != nil {
-			return "", fmt.Errorf("MONGOSIM_BIN: %w", err)
-		}
-		return b, nil
-	}
-	dir, err := mongosimDir()
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
-		return "", fmt.Errorf("mongosim not found at %s (set MONGOSIM_DIR or MONGOSIM_BIN): %w", dir, err)
-	}
-	simTmp, err = os.MkdirTemp("", "airlay-mongosim-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(simTmp, "mongosim")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build mongosim in %s: %v\n%s", dir, err, out)
-	}
-	return bin, nil
-}
-
-// simProc is one running simulator.
+// simProc is one running simulator, with the fault and stats helpers of
+// this package's tests.
 type simProc struct {
 	t       testing.TB
 	uri     string
 	control string // http://host:port
-	cmd     *exec.Cmd
 }
 
-// startSim starts a simulator for this test (args: extra flags of serve).
+// startSim starts a simulator for this test (args: extra flags of serve);
+// internal/mongosim builds, starts and stops it.
 func startSim(t testing.TB, args ...string) *simProc {
 	t.Helper()
-	simOnce.Do(func() { simBin, simErr = buildMongosim() })
-	if simErr != nil {
-		if os.Getenv("AIRLAY_REQUIRE_MONGOSIM") != "" {
-			t.Fatalf("mongosim is required (AIRLAY_REQUIRE_MONGOSIM is set): %v", simErr)
-		}
-		t.Skipf("SKIPPED: this test needs mongosim (the MongoDB simulator): %v", simErr)
-	}
-	cmd := exec.Command(simBin, append([]string{"serve", "-addr", "127.0.0.1:0", "-control", "127.0.0.1:0", "-noop-interval", "0"}, args...)...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &simProc{t: t, cmd: cmd}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() && stderr.Len() > 0 {
-			t.Logf("mongosim stderr:\n%s", stderr.String())
-		}
-	})
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	deadline := time.After(20 * time.Second)
-	for p.uri == "" || p.control == "" {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("mongosim exited: %s", stderr.String())
-			}
-			if i := strings.Index(l, "(mongodb://"); i >= 0 {
-				p.uri = strings.TrimSuffix(l[i+1:], ")")
-			}
-			if i := strings.Index(l, "http://"); i >= 0 {
-				p.control = strings.Fields(l[i:])[0]
-			}
-		case <-deadline:
-			t.Fatalf("mongosim did not start within 20s: %s", stderr.String())
-		}
-	}
-	go func() {
-		for range lines {
-		}
-	}()
-	return p
+	p := mongosim.Start(t, args...)
+	return &simProc{t: t, uri: p.URI, control: p.Control}
 }
 
 // client is a driver client of the simulator, closed at the end.

@@ -8,8 +8,8 @@
 // AIRLAY_REQUIRE_MONGOSIM=1 (CI sets it) it fails instead. A package using
 // it calls Cleanup from its TestMain, which removes the binary it built.
 //
-// (mongodb/mongosim_test.go has the same start for package mongodb's own
-// tests, with its fault helpers.)
+// Package mongodb's tests start it through this too (mongodb/mongosim_test.go
+// adds their fault and stats helpers).
 package mongosim
 
 import (
